@@ -1,0 +1,349 @@
+"""``talas``: the command line.
+
+Every command works whether or not a node is running on the same data dir:
+the store is SQLite in WAL mode with serialised writers, so ``talas post``
+writes directly and the running node's watcher picks the event up.
+Errors are one line on stderr and a non-zero exit: 1 for refused input or a
+failed check, 2 for bad usage or a local problem the operator must fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO, TextIO
+
+import trio
+
+from node.daemon import (
+    now_ms,
+    open_node,
+    read_runtime_addresses,
+    serve_node,
+    split_host_port,
+    talas_version,
+)
+from node.datadir import DataDir
+from node.errors import LocalError, NodeExists, TalasError
+from node.identity import Identity
+from node.ingest import VerifyPool, decode_batch, ingest_stream, numbered_lines, verify_batch
+from node.store import Store
+from protocol.errors import ProtocolError
+
+DEFAULT_HTTP = "127.0.0.1:8765"
+EXIT_REFUSED = 1
+EXIT_USAGE = 2
+
+
+class CliError(TalasError):
+    """A command-line problem with a message for the user."""
+
+
+def _read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes | None:
+    """The passphrase from --passphrase-file, $TALAS_PASSPHRASE, or a prompt."""
+    if args.passphrase_file:
+        try:
+            return Path(args.passphrase_file).read_bytes().rstrip(b"\r\n")
+        except OSError as exc:
+            raise CliError(f"cannot read passphrase file: {exc}") from exc
+    env = os.environ.get("TALAS_PASSPHRASE")
+    if env is not None:
+        return env.encode()
+    if confirm:
+        first = getpass.getpass("New passphrase: ")
+        if first != getpass.getpass("Repeat passphrase: "):
+            raise CliError("passphrases differ")
+        return first.encode()
+    return None
+
+
+def _unlock_passphrase(args: argparse.Namespace, identity: Identity) -> bytes | None:
+    passphrase = _read_passphrase(args)
+    if passphrase is None and identity.exists() and identity.node_info().encrypted:
+        if not sys.stdin.isatty():
+            raise CliError(
+                "the keys are passphrase-protected: set TALAS_PASSPHRASE or --passphrase-file"
+            )
+        passphrase = getpass.getpass("Passphrase: ").encode()
+    return passphrase
+
+
+@contextmanager
+def _open_existing(args: argparse.Namespace) -> Iterator[tuple[DataDir, Identity, Store]]:
+    data = DataDir.resolve(args.data)
+    identity = Identity(data.root)
+    if not identity.exists():
+        raise CliError(f"no node in {data.root}: run 'talas init' or 'talas run' first")
+    identity.check_permissions()
+    store = Store(data.database)
+    try:
+        yield data, identity, store
+    finally:
+        store.close()
+
+
+@contextmanager
+def _input(path: str) -> Iterator[BinaryIO]:
+    if path == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise CliError(f"cannot read {path}: {exc.strerror}") from exc
+    with handle:
+        yield handle
+
+
+def _print_json(value: object, out: TextIO = sys.stdout) -> None:
+    out.write(json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+# -- commands ----------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    data = DataDir.resolve(args.data)
+    data.ensure()
+    identity = Identity(data.root)
+    if identity.exists():
+        raise NodeExists(f"a node already exists in {data.root}; refusing to overwrite it")
+    passphrase = _read_passphrase(args, confirm=args.encrypt)
+    identity.create(name=args.name, passphrase=passphrase)
+    Store(data.database).close()
+    print(f"created node {identity.node_info().public.hex()} ({args.name}) in {data.root}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    data = DataDir.resolve(args.data)
+    try:
+        http = split_host_port(args.http, default_port=8765)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    identity = Identity(data.root)
+    passphrase = _unlock_passphrase(args, identity)
+
+    async def main() -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async with (
+                open_node(data, passphrase=passphrase, name=args.name) as node,
+                trio.open_nursery() as nursery,
+            ):
+                addresses = await nursery.start(partial(serve_node, node, http=http))
+                print(f"talas {talas_version()}: node {node.node_id} ({node.name})")
+                print(f"  data    {data.root}")
+                print(f"  web UI  {addresses['http']}")
+                print("  press Ctrl+C to stop", flush=True)
+                async for signum in signals:
+                    print(f"talas: {signal.Signals(signum).name}, shutting down", flush=True)
+                    nursery.cancel_scope.cancel()
+                    break
+        print("talas: stopped", flush=True)
+
+    trio.run(main)
+    return 0
+
+
+def cmd_id(args: argparse.Namespace) -> int:
+    data = DataDir.resolve(args.data)
+    identity = Identity(data.root)
+    if not identity.exists():
+        raise CliError(f"no node in {data.root}: run 'talas init' or 'talas run' first")
+    identity.check_permissions()
+    node = identity.node_info()
+    _print_json(
+        {
+            "node_id": node.public.hex(),
+            "name": node.label,
+            "authors": [
+                {"name": name, "id": info.public.hex(), "label": info.label}
+                for name in identity.author_names()
+                if (info := identity.author_info(name))
+            ],
+            "addresses": read_runtime_addresses(data),
+            "data": str(data.root),
+        }
+    )
+    return 0
+
+
+def cmd_post(args: argparse.Namespace) -> int:
+    with _open_existing(args) as (_, identity, store):
+        key = identity.author_key(args.author, _unlock_passphrase(args, identity))
+        event = store.append_local(key, kind="post", body={"text": args.text}, now_ms=now_ms())
+    print(event.id)
+    return 0
+
+
+def cmd_events_export(args: argparse.Namespace) -> int:
+    with _open_existing(args) as (_, _, store):
+        out = sys.stdout.buffer
+        for raw in store.iter_raw(author=args.author):
+            out.write(raw.encode() + b"\n")
+        out.flush()
+    return 0
+
+
+def cmd_events_verify(args: argparse.Namespace) -> int:
+    rejected = total = 0
+    with _input(args.file) as stream:
+        batch: list[tuple[int, bytes]] = []
+        lines = numbered_lines(stream)
+        while True:
+            batch = [item for _, item in zip(range(2000), lines, strict=False)]
+            if not batch:
+                break
+            total += len(batch)
+            decoded, bad = decode_batch(batch)
+            _, unsigned = verify_batch(decoded)
+            for rejection in sorted(bad + unsigned, key=lambda r: r.line):
+                rejected += 1
+                print(f"line {rejection.line}: {rejection.reason}")
+    print(f"{total - rejected} valid, {rejected} rejected", file=sys.stderr)
+    return EXIT_REFUSED if rejected else 0
+
+
+def cmd_events_import(args: argparse.Namespace) -> int:
+    with _open_existing(args) as (_, _, store), _input(args.file) as stream:
+        lines = numbered_lines(stream)
+        if args.workers > 1:
+            with VerifyPool(args.workers) as pool:
+                result = ingest_stream(store, lines, now_ms=now_ms(), pool=pool)
+        else:
+            result = ingest_stream(store, lines, now_ms=now_ms())
+    for rejection in result.rejected:
+        print(f"line {rejection.line}: {rejection.reason}", file=sys.stderr)
+    report = result.report
+    for event_id, why in report.refused:
+        print(f"event {event_id}: {why}", file=sys.stderr)
+    for author, seq in report.forks:
+        print(f"fork: author {author} signed two events at seq {seq}; feed frozen", file=sys.stderr)
+    summary = {
+        "accepted": result.accepted,
+        "rejected": len(result.rejected) + len(report.refused),
+        "duplicates": result.already_known + report.duplicates,
+        "held": report.held,
+        "forks": len(report.forks),
+    }
+    print(json.dumps(summary, sort_keys=True))
+    return EXIT_REFUSED if summary["rejected"] or summary["forks"] else 0
+
+
+def cmd_author_add(args: argparse.Namespace) -> int:
+    with _open_existing(args) as (_, identity, _):
+        key = identity.add_author(
+            args.name, label=args.label, passphrase=_unlock_passphrase(args, identity)
+        )
+    print(key.id)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from node import bench  # benchmarks load only when asked for
+
+    return bench.main(args)
+
+
+# -- parser --------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="talas", description="Talas: a federated node for independent musicians."
+    )
+    parser.add_argument("--version", action="version", version=f"talas {talas_version()}")
+    parser.add_argument(
+        "--data",
+        metavar="DIR",
+        help="data directory (default: $TALAS_DATA, else the platform's user data dir)",
+    )
+    parser.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="read the key passphrase from FILE ($TALAS_PASSPHRASE also works)",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = commands.add_parser("init", help="create the node's keys and database")
+    init.add_argument("--name", default="talas", help="the node's (collective's) display name")
+    init.add_argument(
+        "--encrypt", action="store_true", help="protect the keys with a passphrase (prompted)"
+    )
+    init.set_defaults(func=cmd_init)
+
+    run = commands.add_parser("run", help="start the node (first run initialises it)")
+    run.add_argument(
+        "--http",
+        default=DEFAULT_HTTP,
+        metavar="HOST:PORT",
+        help=f"web UI and API address (default {DEFAULT_HTTP})",
+    )
+    run.add_argument("--name", default=None, help="display name when the node is created")
+    run.set_defaults(func=cmd_run)
+
+    ident = commands.add_parser("id", help="print the node id, author ids and addresses")
+    ident.set_defaults(func=cmd_id)
+
+    post = commands.add_parser("post", help="sign and store a post; prints its event id")
+    post.add_argument("text")
+    post.add_argument("--author", default="default", help="author key name (default: default)")
+    post.set_defaults(func=cmd_post)
+
+    events = commands.add_parser("events", help="export, verify or import signed events")
+    sub = events.add_subparsers(dest="events_command", required=True, metavar="ACTION")
+    export = sub.add_parser("export", help="JSON Lines of stored events, canonical form")
+    export.add_argument("--author", metavar="ID", help="only this author's feed")
+    export.set_defaults(func=cmd_events_export)
+    verify = sub.add_parser("verify", help="check a JSON Lines file of events")
+    verify.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    verify.set_defaults(func=cmd_events_verify)
+    imp = sub.add_parser("import", help="verify then store events from JSON Lines")
+    imp.add_argument("file", nargs="?", default="-", metavar="FILE|-")
+    imp.add_argument("--workers", type=int, default=1, help="verify in N worker processes")
+    imp.set_defaults(func=cmd_events_import)
+
+    author = commands.add_parser("author", help="manage author keys (the collective, artists)")
+    asub = author.add_subparsers(dest="author_command", required=True, metavar="ACTION")
+    add = asub.add_parser("add", help="create an author key; prints its id")
+    add.add_argument("name")
+    add.add_argument("--label", help="display name")
+    add.set_defaults(func=cmd_author_add)
+
+    bench = commands.add_parser("bench", help="run a benchmark; last line is JSON")
+    bsub = bench.add_subparsers(dest="bench_name", required=True, metavar="NAME")
+    ingest = bsub.add_parser("ingest", help="verify-and-store throughput vs raw Ed25519")
+    ingest.add_argument("--events", type=int, default=100_000)
+    ingest.add_argument("--authors", type=int, default=50)
+    ingest.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ingest.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except (CliError, LocalError) as exc:
+        print(f"talas: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (TalasError, ProtocolError) as exc:
+        print(f"talas: error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_REFUSED
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

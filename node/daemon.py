@@ -1,0 +1,228 @@
+"""The composition root: everything a running node does, in one trio nursery.
+
+``open_node`` owns the node's resources (the data dir lock, the store, the
+keys); ``serve_node`` starts the services inside a nursery with
+``nursery.start`` so the caller learns the bound addresses only once they
+accept connections.  The store watcher notices events written by other
+processes on the same data dir (``talas post`` while the node runs) through
+SQLite's arrival cursor, within a poll interval.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass, field
+from functools import partial
+from importlib import metadata
+from typing import Any
+
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from node.blobs import BlobStore
+from node.datadir import DataDir
+from node.errors import LocalError, StoreError
+from node.identity import Identity
+from node.store import Store, StoredEvent
+
+WATCH_INTERVAL = 0.2
+
+
+def talas_version() -> str:
+    try:
+        return metadata.version("talas")
+    except metadata.PackageNotFoundError:
+        return "0.0.0+unknown"
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def split_host_port(value: str, *, default_port: int) -> tuple[str, int]:
+    """Parse ``HOST:PORT``, ``[v6]:PORT`` or ``HOST``; raise ValueError on junk."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or host.endswith(":"):  # "HOST" or a bare IPv6 address
+        host, port_text = value, str(default_port)
+    host = host.strip("[]")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port_text)
+
+
+@dataclass
+class Node:
+    """The running node's shared state: what the services read and update."""
+
+    data: DataDir
+    store: Store
+    identity: Identity
+    node_id: str
+    name: str
+    blobs: BlobStore
+    addresses: dict[str, str] = field(default_factory=dict)
+    latest: StoredEvent | None = None
+    event_count: int = 0
+    started_ms: int = field(default_factory=now_ms)
+    _listeners: list[trio.MemorySendChannel[StoredEvent]] = field(default_factory=list)
+
+    def info(self) -> dict[str, Any]:
+        latest = None
+        if self.latest is not None:
+            event = self.latest.event
+            latest = {
+                "id": event.id, "author": event.author, "seq": event.seq,
+                "kind": event.kind, "arrival": self.latest.arrival,
+            }  # fmt: skip
+        return {
+            "node_id": self.node_id,
+            "name": self.name,
+            "version": talas_version(),
+            "addresses": dict(self.addresses),
+            "authors": [
+                {"name": n, "id": self.identity.author_info(n).public.hex()}
+                for n in self.identity.author_names()
+            ],
+            "events": {"count": self.event_count, "latest": latest},
+            "started_ms": self.started_ms,
+        }
+
+    def subscribe(self, buffer: int = 1000) -> trio.MemoryReceiveChannel[StoredEvent]:
+        """A channel of newly stored events (dropped for a subscriber that lags)."""
+        send, receive = trio.open_memory_channel[StoredEvent](buffer)
+        self._listeners.append(send)
+        return receive
+
+    def observe(self, events: list[StoredEvent]) -> None:
+        self.latest = events[-1]
+        self.event_count += len(events)
+        for channel in list(self._listeners):
+            for stored in events:
+                try:
+                    channel.send_nowait(stored)
+                except trio.WouldBlock:
+                    break
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    self._listeners.remove(channel)
+                    break
+
+
+def _lock_data_dir(data: DataDir) -> int:
+    fd = os.open(data.lock_file, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as exc:
+        os.close(fd)
+        raise LocalError(
+            f"another talas node is already running on {data.root} (lock {data.lock_file})"
+        ) from exc
+    return fd
+
+
+@asynccontextmanager
+async def open_node(data: DataDir, *, passphrase: bytes | None = None,
+                    name: str | None = None) -> AsyncIterator[Node]:  # fmt: skip
+    """Lock the data dir, initialise it on first run, check it, and open it."""
+    data.ensure()
+    lock_fd = _lock_data_dir(data)
+    store: Store | None = None
+    try:
+        identity = Identity(data.root)
+        if not identity.exists():
+            await trio.to_thread.run_sync(
+                lambda: identity.create(name=name or "talas", passphrase=passphrase)
+            )
+        identity.check_permissions()
+        node_key = identity.node_key(passphrase)
+        store = await trio.to_thread.run_sync(Store, data.database)
+        problems = await trio.to_thread.run_sync(store.integrity_problems)
+        if problems:
+            raise StoreError(f"database {data.database} failed its integrity check: {problems[:5]}")
+        blobs = BlobStore(data.blobs)
+        await trio.to_thread.run_sync(blobs.cleanup)
+        node = Node(
+            data=data, store=store, identity=identity, node_id=node_key.id,
+            name=identity.node_info().label, blobs=blobs,
+            event_count=await trio.to_thread.run_sync(store.count),
+        )  # fmt: skip
+        latest = await trio.to_thread.run_sync(store.latest_arrival)
+        if latest:
+            found = await trio.to_thread.run_sync(lambda: store.since(latest - 1, limit=1))
+            node.latest = found[0] if found else None
+        yield node
+    finally:
+        if store is not None:
+            store.close()
+        with suppress(OSError):
+            data.runtime_file.unlink()
+        os.close(lock_fd)
+
+
+async def watch_store(node: Node, *, task_status: trio.TaskStatus[None]) -> None:
+    """Notice events stored by any process on this data dir, in arrival order."""
+    last = await trio.to_thread.run_sync(node.store.latest_arrival)
+    task_status.started()
+    while True:
+        await trio.sleep(WATCH_INTERVAL)
+        fresh = await trio.to_thread.run_sync(partial(node.store.since, last, limit=1000))
+        if fresh:
+            last = fresh[-1].arrival
+            node.observe(fresh)
+
+
+async def serve_http(node: Node, host: str, port: int, *,
+                     task_status: trio.TaskStatus[str]) -> None:  # fmt: skip
+    """Serve the web app until cancelled; reports the bound URL."""
+    from webui.app import create_app  # the web stack loads only when serving
+
+    config = hypercorn.config.Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = None
+    config.include_server_header = False
+    app = create_app(node, bind_host=host)
+    try:
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(hypercorn.trio.serve, app, config)
+            task_status.started(binds[0] + "/")
+    except OSError as exc:
+        raise LocalError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
+
+
+def write_runtime_file(node: Node) -> None:
+    """Tell ``talas id`` where this node listens (owner-only, atomic)."""
+    path = node.data.runtime_file
+    tmp = path.with_suffix(".tmp")
+    payload = {"pid": os.getpid(), "addresses": node.addresses, "started_ms": node.started_ms}
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(payload, handle)
+    os.replace(tmp, path)
+
+
+def read_runtime_addresses(data: DataDir) -> dict[str, str]:
+    """Addresses of the node running on ``data``, or {} when none is."""
+    try:
+        payload = json.loads(data.runtime_file.read_text())
+        pid = int(payload["pid"])
+        os.kill(pid, 0)
+        addresses = payload["addresses"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return {str(k): str(v) for k, v in addresses.items()} if isinstance(addresses, dict) else {}
+
+
+async def serve_node(node: Node, *, http: tuple[str, int],
+                     task_status: trio.TaskStatus[dict[str, str]]) -> None:  # fmt: skip
+    """Start every service of ``node``; report its addresses once all listen."""
+    async with trio.open_nursery() as nursery:
+        await nursery.start(watch_store, node)
+        node.addresses["http"] = await nursery.start(serve_http, node, *http)
+        await trio.to_thread.run_sync(write_runtime_file, node)
+        task_status.started(dict(node.addresses))
