@@ -34,6 +34,7 @@ _MARKS = bytes(0x5B if b in b"[{" else 0x30 if b in b"0123456789" else 0x20 for 
 _SIXTEEN_DIGITS = b"0" * 16
 # Longest in-range integer literal: "-9007199254740991" (17 characters).
 _MAX_INT_LITERAL = len(str(-MAX_SAFE_INTEGER))
+_TWO_53 = float(2**53)
 # A JSON string, or an unterminated one running to the end of the input.  The
 # unrolled-loop form matches in linear time and never restarts inside a
 # string, so hostile runs of quotes and backslashes cannot make it quadratic.
@@ -47,9 +48,13 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NON_BMP = re.compile("[\U00010000-\U0010ffff]")
 
 
-def _show(text: str, limit: int = 40) -> str:
-    """Quote untrusted text for an error message without letting it grow unbounded."""
-    return repr(text if len(text) <= limit else text[:limit] + "…")
+def _clip(text: str, limit: int = 40) -> str:
+    """Shorten untrusted text for an error message: messages stay small."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _show(text: str) -> str:
+    return repr(_clip(text))
 
 
 def _object(pairs: list[tuple[str, JSONValue]]) -> dict[str, JSONValue]:
@@ -70,14 +75,34 @@ def _int(literal: str) -> int:
         value = int(literal)
         if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
             return value
-    raise InvalidJSON(f"integer {_show(literal)} outside ±(2^53-1)")
+    raise InvalidJSON(f"integer {_clip(literal)} outside ±(2^53-1)")
+
+
+def _float_error(value: float, shown: str) -> InvalidJSON | None:
+    """Why a float has no acceptable JCS form, or None if it has one.
+
+    JCS writes any double in [2^53, 1e21) without an exponent (1e20 becomes
+    100000000000000000000), i.e. as an integer literal outside the safe range
+    that parse_strict refuses.  Refusing those floats on both sides keeps the
+    invariant that whatever one node canonicalises, every node can parse.
+    """
+    if -_TWO_53 < value < _TWO_53:
+        return None
+    if not math.isfinite(value):
+        return InvalidJSON(f"NaN/Infinity not allowed ({shown})")
+    if abs(value) < 1e21:
+        return InvalidJSON(f"number {shown} outside ±(2^53-1): JCS writes it as an integer")
+    return None
 
 
 def _float(literal: str) -> float:
     value = float(literal)
+    error = _float_error(value, _clip(literal))
+    if error is None:
+        return value
     if math.isinf(value):
-        raise InvalidJSON(f"number {_show(literal)} overflows to Infinity")
-    return value
+        error = InvalidJSON(f"number {_clip(literal)} overflows to Infinity")
+    raise error
 
 
 def _constant(name: str) -> float:
@@ -187,11 +212,12 @@ def parse_strict(
 # Lone surrogates fail the final UTF-8 encode on either path.
 #
 # So _scan validates the value in one walk and reports whether it holds a
-# float, a non-BMP key or a subclass of a JSON type (whose __str__ etc. the
-# C encoder might treat differently); only then do we fall back to rfc8785,
-# which normalises subclasses and formats floats.  Everything rfc8785 would
-# refuse or mishandle (tuples, non-str keys, unsafe ints, NaN) is refused by
-# _scan first, so the fallback can only fail on a lone surrogate.
+# float, a non-BMP key or a subclass of a JSON type (an IntEnum, say: rather
+# than reason about how the C encoder prints those, let rfc8785 convert them
+# with int()/float()/dict()/list()); only then do we fall back to rfc8785.
+# Everything rfc8785 would refuse or accept wrongly (tuples, non-str keys,
+# unsafe ints, NaN, floats in [2^53, 1e21)) is refused by _scan first, so the
+# fallback can only fail on a lone surrogate.
 
 _ENCODER = json.JSONEncoder(
     ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False
@@ -202,7 +228,9 @@ _JSON_BASES: tuple[type[Any], ...] = (dict, list, str, int, float)
 
 
 def _bad_int(value: int) -> InvalidJSON:
-    return InvalidJSON(f"integer {_show(str(value))} outside ±(2^53-1)")
+    # str() of a huge int is slow and can raise; its size says enough.
+    shown = _clip(str(value)) if value.bit_length() < 256 else f"of {value.bit_length()} bits"
+    return InvalidJSON(f"integer {shown} outside ±(2^53-1)")
 
 
 def _scan(value: Any) -> bool:
@@ -238,9 +266,10 @@ def _scan(value: Any) -> bool:
             return True
         raise _bad_int(value)
     if kind is float:
-        if math.isfinite(value):
+        error = _float_error(value, repr(value))
+        if error is None:
             return False
-        raise InvalidJSON(f"NaN/Infinity not allowed ({value!r})")
+        raise error
     # Subclasses of JSON types are checked as the base value rfc8785 converts
     # them to, and always take the rfc8785 path.
     for base in _JSON_BASES:
@@ -272,3 +301,5 @@ def canonical_bytes(value: JSONValue) -> bytes:
         raise InvalidJSON(f"cannot canonicalise: {exc}") from exc
     except RecursionError as exc:
         raise InvalidJSON("value nested too deeply (or cyclic) to canonicalise") from exc
+    except (ValueError, TypeError) as exc:  # backstop: nothing known reaches here
+        raise InvalidJSON(f"cannot canonicalise: {exc}") from exc
