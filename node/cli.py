@@ -23,6 +23,7 @@ from typing import BinaryIO, TextIO
 
 import trio
 
+from node import peerstore
 from node.daemon import (
     now_ms,
     open_node,
@@ -37,8 +38,10 @@ from node.identity import Identity
 from node.ingest import VerifyPool, decode_batch, ingest_stream, numbered_lines, verify_batch
 from node.store import Store
 from protocol.errors import ProtocolError
+from protocol.event import is_hex32
 
 DEFAULT_HTTP = "127.0.0.1:8765"
+DEFAULT_P2P = "127.0.0.1:8766"
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 
@@ -127,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     data = DataDir.resolve(args.data)
     try:
         http = split_host_port(args.http, default_port=8765)
+        p2p = None if args.no_p2p else split_host_port(args.p2p, default_port=8766)
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     identity = Identity(data.root)
@@ -138,9 +142,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                 open_node(data, passphrase=passphrase, name=args.name) as node,
                 trio.open_nursery() as nursery,
             ):
-                addresses = await nursery.start(partial(serve_node, node, http=http))
+                addresses = await nursery.start(
+                    partial(
+                        serve_node, node, http=http, p2p=p2p, verify_workers=args.verify_workers
+                    )
+                )
                 print(f"talas {talas_version()}: node {node.node_id} ({node.name})")
                 print(f"  data    {data.root}")
+                if "p2p" in addresses:
+                    print(f"  p2p     {addresses['p2p']}")
                 print(f"  web UI  {addresses['http']}")
                 print("  press Ctrl+C to stop", flush=True)
                 async for signum in signals:
@@ -149,8 +159,26 @@ def cmd_run(args: argparse.Namespace) -> int:
                     break
         print("talas: stopped", flush=True)
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    except BaseExceptionGroup as group:
+        ours = _first_talas_error(group)
+        if ours is group:
+            raise
+        raise ours from group
     return 0
+
+
+def _first_talas_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error a nursery wrapped, if it is one of ours; else the group itself."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _first_talas_error(exc)
+            if inner is not exc:
+                return inner
+        elif isinstance(exc, TalasError | ProtocolError | KeyboardInterrupt):
+            return exc
+    return group
 
 
 def cmd_id(args: argparse.Namespace) -> int:
@@ -238,6 +266,96 @@ def cmd_events_import(args: argparse.Namespace) -> int:
     return EXIT_REFUSED if summary["rejected"] or summary["forks"] else 0
 
 
+def cmd_peer_add(args: argparse.Namespace) -> int:
+    try:
+        address, pinned = peerstore.parse_address(args.address, args.node_id)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    with _open_existing(args) as (_, _, store):
+        record = peerstore.add_peer(store, address, pinned, now_ms())
+    _print_json(record.as_json())
+    return 0
+
+
+def cmd_peer_list(args: argparse.Namespace) -> int:
+    with _open_existing(args) as (_, _, store):
+        peers = peerstore.list_peers(store)
+    if args.json:
+        _print_json([p.as_json() for p in peers])
+        return 0
+    if not peers:
+        print("no peers; add one with: talas peer add ws://HOST:PORT")
+    for p in peers:
+        seen = "never" if p.last_seen is None else _ago(p.last_seen)
+        lag = "?" if p.lag is None else str(p.lag)
+        node = (p.node_id or p.pinned_id or "?")[:16]
+        line = f"{p.address:32} {p.state:12} node {node}  last seen {seen}  lag {lag}"
+        print(line + (f"  ({p.last_error})" if p.last_error and p.state != "connected" else ""))
+    return 0
+
+
+def _ago(ms: int) -> str:
+    seconds = max(0, (now_ms() - ms) // 1000)
+    return f"{seconds}s ago" if seconds < 120 else f"{seconds // 60}m ago"
+
+
+def cmd_peer_remove(args: argparse.Namespace) -> int:
+    try:
+        address, _ = peerstore.parse_address(args.address)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    with _open_existing(args) as (_, _, store):
+        if not peerstore.remove_peer(store, address):
+            raise CliError(f"no peer {address}")
+    print(f"removed {address}")
+    return 0
+
+
+def _author_id(text: str) -> str:
+    if not is_hex32(text):
+        raise CliError(f"an author or node id is 64 lowercase hex characters, got {text!r}")
+    return text
+
+
+def cmd_follow(args: argparse.Namespace, *, following: bool = True) -> int:
+    author = _author_id(args.author)
+    with _open_existing(args) as (_, identity, store):
+        if following and author in peerstore.blocked(store):
+            raise CliError(f"{author} is blocked; unblock it first")
+        key = identity.author_key(args.as_author, _unlock_passphrase(args, identity))
+        peerstore.set_follow(store, author, following, now_ms())
+        event = store.append_local(
+            key, kind="follow", body={"author": author, "active": following}, now_ms=now_ms()
+        )
+    print(event.id)
+    return 0
+
+
+def cmd_unfollow(args: argparse.Namespace) -> int:
+    return cmd_follow(args, following=False)
+
+
+def cmd_block(args: argparse.Namespace) -> int:
+    target = _author_id(args.target)
+    with _open_existing(args) as (_, _, store):
+        known_node = any(
+            p.node_id == target or p.pinned_id == target for p in peerstore.list_peers(store)
+        )
+        what = args.what or ("node" if known_node else "author")
+        peerstore.block(store, target, what, now_ms())
+    print(f"blocked {what} {target}")
+    return 0
+
+
+def cmd_unblock(args: argparse.Namespace) -> int:
+    target = _author_id(args.target)
+    with _open_existing(args) as (_, _, store):
+        if not peerstore.unblock(store, target):
+            raise CliError(f"{target} is not blocked")
+    print(f"unblocked {target}")
+    return 0
+
+
 def cmd_author_add(args: argparse.Namespace) -> int:
     with _open_existing(args) as (_, identity, _):
         key = identity.add_author(
@@ -287,6 +405,20 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help=f"web UI and API address (default {DEFAULT_HTTP})",
     )
+    run.add_argument(
+        "--p2p",
+        default=DEFAULT_P2P,
+        metavar="HOST:PORT",
+        help=f"peer-to-peer listener (default {DEFAULT_P2P}; 0.0.0.0:8766 across machines)",
+    )
+    run.add_argument("--no-p2p", action="store_true", help="do not federate")
+    run.add_argument(
+        "--verify-workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="verify incoming signatures in N worker processes (default: in-process)",
+    )
     run.add_argument("--name", default=None, help="display name when the node is created")
     run.set_defaults(func=cmd_run)
 
@@ -310,6 +442,37 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", nargs="?", default="-", metavar="FILE|-")
     imp.add_argument("--workers", type=int, default=1, help="verify in N worker processes")
     imp.set_defaults(func=cmd_events_import)
+
+    peer = commands.add_parser("peer", help="peers this node federates with")
+    psub = peer.add_subparsers(dest="peer_command", required=True, metavar="ACTION")
+    padd = psub.add_parser("add", help="add ws://HOST:PORT[#NODEID] (a node id pins the key)")
+    padd.add_argument("address")
+    padd.add_argument("--node-id", help="pin the peer's node id: refuse any other node")
+    padd.set_defaults(func=cmd_peer_add)
+    plist = psub.add_parser("list", help="peers with state, last seen and lag")
+    plist.add_argument("--json", action="store_true")
+    plist.set_defaults(func=cmd_peer_list)
+    prem = psub.add_parser("remove", help="forget a peer")
+    prem.add_argument("address")
+    prem.set_defaults(func=cmd_peer_remove)
+
+    for name, func, text in (
+        ("follow", cmd_follow, "replicate an author's feed (publishes a follow event)"),
+        ("unfollow", cmd_unfollow, "stop replicating an author (publishes an unfollow)"),
+    ):
+        cmd = commands.add_parser(name, help=text)
+        cmd.add_argument("author", metavar="AUTHOR_ID")
+        cmd.add_argument("--as", dest="as_author", default="default", help="which of our authors")
+        cmd.set_defaults(func=func)
+    blk = commands.add_parser(
+        "block", help="stop replicating and showing an author, or refuse a node"
+    )
+    blk.add_argument("target", metavar="AUTHOR_ID|NODE_ID")
+    blk.add_argument("--what", choices=("author", "node"), help="default: node if a peer has it")
+    blk.set_defaults(func=cmd_block)
+    unblk = commands.add_parser("unblock", help="lift a block")
+    unblk.add_argument("target", metavar="AUTHOR_ID|NODE_ID")
+    unblk.set_defaults(func=cmd_unblock)
 
     author = commands.add_parser("author", help="manage author keys (the collective, artists)")
     asub = author.add_subparsers(dest="author_command", required=True, metavar="ACTION")

@@ -14,12 +14,12 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hypercorn.config
 import hypercorn.trio
@@ -29,7 +29,12 @@ from node.blobs import BlobStore
 from node.datadir import DataDir
 from node.errors import LocalError, StoreError
 from node.identity import Identity
+from node.ingest import VerifyPool
 from node.store import Store, StoredEvent
+from protocol.keys import SigningKey
+
+if TYPE_CHECKING:
+    from node.federation import Federation
 
 WATCH_INTERVAL = 0.2
 
@@ -66,20 +71,26 @@ class Node:
     node_id: str
     name: str
     blobs: BlobStore
+    node_key: SigningKey
     addresses: dict[str, str] = field(default_factory=dict)
     latest: StoredEvent | None = None
     event_count: int = 0
     started_ms: int = field(default_factory=now_ms)
-    _listeners: list[trio.MemorySendChannel[StoredEvent]] = field(default_factory=list)
+    federation: Federation | None = None
+    _listeners: list[Callable[[list[StoredEvent]], None]] = field(default_factory=list)
+    _poke: trio.Event = field(default_factory=trio.Event)
 
     def info(self) -> dict[str, Any]:
         latest = None
         if self.latest is not None:
             event = self.latest.event
             latest = {
-                "id": event.id, "author": event.author, "seq": event.seq,
-                "kind": event.kind, "arrival": self.latest.arrival,
-            }  # fmt: skip
+                "id": event.id,
+                "author": event.author,
+                "seq": event.seq,
+                "kind": event.kind,
+                "arrival": self.latest.arrival,
+            }
         return {
             "node_id": self.node_id,
             "name": self.name,
@@ -93,24 +104,24 @@ class Node:
             "started_ms": self.started_ms,
         }
 
-    def subscribe(self, buffer: int = 1000) -> trio.MemoryReceiveChannel[StoredEvent]:
-        """A channel of newly stored events (dropped for a subscriber that lags)."""
-        send, receive = trio.open_memory_channel[StoredEvent](buffer)
-        self._listeners.append(send)
-        return receive
+    def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
+        """Call ``listener`` (synchronously; it must not block) with each run of new events."""
+        self._listeners.append(listener)
+
+    def poke(self) -> None:
+        """Something was stored: look at the store now rather than at the next tick."""
+        self._poke.set()
+
+    async def wait_for_poke(self, longest: float) -> None:
+        with trio.move_on_after(longest):
+            await self._poke.wait()
+        self._poke = trio.Event()
 
     def observe(self, events: list[StoredEvent]) -> None:
         self.latest = events[-1]
         self.event_count += len(events)
-        for channel in list(self._listeners):
-            for stored in events:
-                try:
-                    channel.send_nowait(stored)
-                except trio.WouldBlock:
-                    break
-                except (trio.ClosedResourceError, trio.BrokenResourceError):
-                    self._listeners.remove(channel)
-                    break
+        for listener in list(self._listeners):
+            listener(events)
 
 
 def _lock_data_dir(data: DataDir) -> int:
@@ -126,8 +137,9 @@ def _lock_data_dir(data: DataDir) -> int:
 
 
 @asynccontextmanager
-async def open_node(data: DataDir, *, passphrase: bytes | None = None,
-                    name: str | None = None) -> AsyncIterator[Node]:  # fmt: skip
+async def open_node(
+    data: DataDir, *, passphrase: bytes | None = None, name: str | None = None
+) -> AsyncIterator[Node]:
     """Lock the data dir, initialise it on first run, check it, and open it."""
     data.ensure()
     lock_fd = _lock_data_dir(data)
@@ -147,10 +159,15 @@ async def open_node(data: DataDir, *, passphrase: bytes | None = None,
         blobs = BlobStore(data.blobs)
         await trio.to_thread.run_sync(blobs.cleanup)
         node = Node(
-            data=data, store=store, identity=identity, node_id=node_key.id,
-            name=identity.node_info().label, blobs=blobs,
+            data=data,
+            store=store,
+            identity=identity,
+            node_id=node_key.id,
+            name=identity.node_info().label,
+            blobs=blobs,
             event_count=await trio.to_thread.run_sync(store.count),
-        )  # fmt: skip
+            node_key=node_key,
+        )
         latest = await trio.to_thread.run_sync(store.latest_arrival)
         if latest:
             found = await trio.to_thread.run_sync(lambda: store.since(latest - 1, limit=1))
@@ -169,15 +186,15 @@ async def watch_store(node: Node, *, task_status: trio.TaskStatus[None]) -> None
     last = await trio.to_thread.run_sync(node.store.latest_arrival)
     task_status.started()
     while True:
-        await trio.sleep(WATCH_INTERVAL)
-        fresh = await trio.to_thread.run_sync(partial(node.store.since, last, limit=1000))
-        if fresh:
+        await node.wait_for_poke(WATCH_INTERVAL)
+        while fresh := await trio.to_thread.run_sync(partial(node.store.since, last, limit=2000)):
             last = fresh[-1].arrival
             node.observe(fresh)
 
 
-async def serve_http(node: Node, host: str, port: int, *,
-                     task_status: trio.TaskStatus[str]) -> None:  # fmt: skip
+async def serve_http(
+    node: Node, host: str, port: int, *, task_status: trio.TaskStatus[str]
+) -> None:
     """Serve the web app until cancelled; reports the bound URL."""
     from webui.app import create_app  # the web stack loads only when serving
 
@@ -218,11 +235,26 @@ def read_runtime_addresses(data: DataDir) -> dict[str, str]:
     return {str(k): str(v) for k, v in addresses.items()} if isinstance(addresses, dict) else {}
 
 
-async def serve_node(node: Node, *, http: tuple[str, int],
-                     task_status: trio.TaskStatus[dict[str, str]]) -> None:  # fmt: skip
+async def serve_node(
+    node: Node,
+    *,
+    http: tuple[str, int],
+    p2p: tuple[str, int] | None = None,
+    verify_workers: int = 0,
+    task_status: trio.TaskStatus[dict[str, str]],
+) -> None:
     """Start every service of ``node``; report its addresses once all listen."""
-    async with trio.open_nursery() as nursery:
-        await nursery.start(watch_store, node)
-        node.addresses["http"] = await nursery.start(serve_http, node, *http)
-        await trio.to_thread.run_sync(write_runtime_file, node)
-        task_status.started(dict(node.addresses))
+    from node.federation import Federation  # imports daemon: keep the cycle lazy
+
+    with ExitStack() as resources:
+        pool = resources.enter_context(VerifyPool(verify_workers)) if verify_workers else None
+        async with trio.open_nursery() as nursery:
+            await nursery.start(watch_store, node)
+            if p2p is not None:
+                federation = Federation(node, pool=pool)
+                node.federation = federation
+                node.addresses["p2p"] = await nursery.start(federation.serve, *p2p)
+                await nursery.start(federation.supervise)
+            node.addresses["http"] = await nursery.start(serve_http, node, *http)
+            await trio.to_thread.run_sync(write_runtime_file, node)
+            task_status.started(dict(node.addresses))

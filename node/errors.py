@@ -56,3 +56,19 @@ class BlobTooLarge(BlobError):
 
 class RemoteError(TalasError):
     """Something outside this node sent input we refuse."""
+
+
+class LinkError(TalasError):
+    """Base for peer-link failures."""
+
+
+class LinkClosed(LinkError):
+    """The peer closed the link in an orderly way (or we did)."""
+
+
+class LinkBroken(LinkError):
+    """The transport failed underneath the link (reset, timeout, refused)."""
+
+
+class PeerMisbehaved(LinkError, RemoteError):
+    """The peer broke the protocol: bad handshake, bad framing, abuse."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 
@@ -46,6 +46,7 @@ class ImportResult:
     report: IngestReport = field(default_factory=IngestReport)
     rejected: list[Rejection] = field(default_factory=list)
     already_known: int = 0
+    unsolicited: int = 0  # valid-looking events by authors we do not replicate
 
     @property
     def accepted(self) -> int:
@@ -164,8 +165,13 @@ def ingest_stream(
     now_ms: int,
     pool: VerifyPool | None = None,
     batch_size: int = DEFAULT_BATCH,
+    accept_author: Callable[[str], bool] | None = None,
 ) -> ImportResult:
-    """Decode, de-duplicate, verify and store numbered raw events, batch by batch."""
+    """Decode, de-duplicate, verify and store numbered raw events, batch by batch.
+
+    ``accept_author`` drops events by other authors before the signature check
+    (a peer pushing feeds nobody asked for costs a parse, not a verify).
+    """
     result = ImportResult()
     in_flight: tuple[list[tuple[int, Event]], list[concurrent.futures.Future[list[bool]]]] | None
     in_flight = None
@@ -186,7 +192,9 @@ def ingest_stream(
         # Within a batch, the first copy of an id is enough.
         fresh: list[tuple[int, Event]] = []
         for number, event in decoded:
-            if event.id in known:
+            if accept_author is not None and not accept_author(event.author):
+                result.unsolicited += 1
+            elif event.id in known:
                 result.already_known += 1
             else:
                 known.add(event.id)

@@ -79,7 +79,27 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("meta").create({"key": str, "value": str}, pk="key", not_null={"value"})
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Federation: peers to dial, follows and blocks, known replication scopes."""
+    db.table("peers").create(
+        {
+            "address": str, "pinned_id": str, "node_id": str, "state": str, "last_seen": int,
+            "last_error": str, "lag": int, "added": int,
+        },
+        pk="address",
+        not_null={"state", "added"},
+        defaults={"state": "new"},
+    )  # fmt: skip
+    db.table("follows").create({"author": str, "since": int}, pk="author", not_null={"since"})
+    db.table("blocks").create(
+        {"target": str, "what": str, "since": int}, pk="target", not_null={"what", "since"}
+    )
+    db.table("scopes").create(
+        {"hash": str, "authors": str, "seen": int}, pk="hash", not_null={"authors", "seen"}
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 """Schema migrations in order; ``PRAGMA user_version`` counts those applied."""
 
 
@@ -183,7 +203,7 @@ class Store:
             self._conn.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator[sqlite3.Connection]:
         """An IMMEDIATE transaction: committed on success, rolled back on any error."""
         with self._lock:
             try:
@@ -201,7 +221,7 @@ class Store:
                 self._conn.execute("ROLLBACK")
                 raise StoreError(f"{self.path}: commit failed: {exc}") from exc
 
-    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
         with self._lock:
             try:
                 return self._conn.execute(sql, params).fetchall()
@@ -209,7 +229,7 @@ class Store:
                 raise StoreError(f"{self.path}: query failed: {exc}") from exc
 
     def _migrate(self) -> None:
-        with self._write() as conn:
+        with self.transaction() as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version > len(MIGRATIONS):
                 raise StoreError(
@@ -223,15 +243,15 @@ class Store:
 
     def integrity_problems(self) -> list[str]:
         """``PRAGMA quick_check``: an empty list means the database is sound."""
-        rows = self._read("PRAGMA quick_check")
+        rows = self.query("PRAGMA quick_check")
         return [str(row[0]) for row in rows if row[0] != "ok"]
 
     def get_meta(self, key: str) -> str | None:
-        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        rows = self.query("SELECT value FROM meta WHERE key = ?", (key,))
         return None if not rows else str(rows[0][0])
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._write() as conn:
+        with self.transaction() as conn:
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     # -- writing ------------------------------------------------------------
@@ -239,7 +259,7 @@ class Store:
     def ingest(self, events: Sequence[Event], *, now_ms: int) -> IngestReport:
         """Store a batch of *verified* events in one transaction."""
         try:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 return self._ingest_locked(conn, events, now_ms)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: ingest failed: {exc}") from exc
@@ -249,7 +269,7 @@ class Store:
     ) -> Event:
         """Sign the next event of ``key``'s feed and store it, atomically."""
         try:
-            with self._write() as conn:
+            with self.transaction() as conn:
                 batch_head = _Batch(conn, now_ms).head(key.id)
                 if batch_head is not None and batch_head.frozen:
                     raise StoreError(f"feed {key.id} is frozen by a fork; it cannot grow")
@@ -388,7 +408,7 @@ class Store:
     # -- reading ------------------------------------------------------------
 
     def head(self, author: str) -> FeedHead | None:
-        rows = self._read("SELECT head_seq, head_id, frozen FROM feeds WHERE author = ?", (author,))
+        rows = self.query("SELECT head_seq, head_id, frozen FROM feeds WHERE author = ?", (author,))
         if not rows:
             return None
         seq, head_id, frozen = rows[0]
@@ -396,7 +416,7 @@ class Store:
         return FeedHead(author, seq, head_id, bool(frozen))
 
     def heads(self) -> list[FeedHead]:
-        rows = self._read("SELECT author, head_seq, head_id, frozen FROM feeds ORDER BY author")
+        rows = self.query("SELECT author, head_seq, head_id, frozen FROM feeds ORDER BY author")
         return [FeedHead(str(a), int(str(s)), str(i), bool(f)) for a, s, i, f in rows]
 
     def known_ids(self, ids: Sequence[str]) -> set[str]:
@@ -408,22 +428,22 @@ class Store:
             for table in ("events", "pending"):
                 found.update(
                     str(r[0])
-                    for r in self._read(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)  # noqa: S608
+                    for r in self.query(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)  # noqa: S608
                 )
         return found
 
     def get(self, event_id: str) -> StoredEvent | None:
-        rows = self._read("SELECT arrival, raw, deleted FROM events WHERE id = ?", (event_id,))
+        rows = self.query("SELECT arrival, raw, deleted FROM events WHERE id = ?", (event_id,))
         return None if not rows else self._stored(rows[0])
 
     def latest_arrival(self) -> int:
-        rows = self._read("SELECT max(arrival) FROM events")
+        rows = self.query("SELECT max(arrival) FROM events")
         value = rows[0][0]
         return int(value) if isinstance(value, int) else 0
 
     def since(self, arrival: int, *, limit: int = 1000) -> list[StoredEvent]:
         """Events that arrived after ``arrival``, oldest first."""
-        rows = self._read(
+        rows = self.query(
             "SELECT arrival, raw, deleted FROM events WHERE arrival > ? ORDER BY arrival LIMIT ?",
             (arrival, limit),
         )
@@ -439,22 +459,44 @@ class Store:
                 f"SELECT author, seq, raw FROM events {where} {'AND' if where else 'WHERE'} {cond}"  # noqa: S608
                 " ORDER BY author, seq LIMIT ?"
             )
-            rows = self._read(sql, [*params, *last, batch])
+            rows = self.query(sql, [*params, *last, batch])
             if not rows:
                 return
             for _, _, raw in rows:
                 yield str(raw)
             last = (str(rows[-1][0]), int(str(rows[-1][1])))
 
+    def heads_for(self, authors: Sequence[str]) -> dict[str, FeedHead]:
+        """Heads of the given authors that we hold (absent authors are left out)."""
+        found: dict[str, FeedHead] = {}
+        for start in range(0, len(authors), 500):
+            chunk = list(authors[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.query(
+                f"SELECT author, head_seq, head_id, frozen FROM feeds WHERE author IN ({marks})",  # noqa: S608
+                chunk,
+            )
+            for a, s, i, f in rows:
+                found[str(a)] = FeedHead(str(a), int(str(s)), str(i), bool(f))
+        return found
+
+    def events_after(self, author: str, seq: int, *, limit: int = 1000) -> list[tuple[int, bytes]]:
+        """(seq, canonical wire bytes) of ``author``'s events after ``seq``, in order."""
+        rows = self.query(
+            "SELECT seq, raw FROM events WHERE author = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (author, seq, limit),
+        )
+        return [(int(str(s)), str(raw).encode()) for s, raw in rows]
+
     def count(self, table: str = "events") -> int:
         if table not in {"events", "pending", "forks", "feeds"}:
             raise ValueError(table)
-        return int(str(self._read(f"SELECT count(*) FROM {table}")[0][0]))  # noqa: S608
+        return int(str(self.query(f"SELECT count(*) FROM {table}")[0][0]))  # noqa: S608
 
     def forks(self, author: str | None = None) -> list[tuple[str, int, str, str]]:
         """Fork evidence: (author, seq, id we hold, conflicting id)."""
         sql = "SELECT author, seq, existing_id, conflicting_id FROM forks"
-        rows = self._read(sql + " WHERE author = ?", (author,)) if author else self._read(sql)
+        rows = self.query(sql + " WHERE author = ?", (author,)) if author else self.query(sql)
         return [(str(a), int(str(s)), str(e), str(c)) for a, s, e, c in rows]
 
     @staticmethod

@@ -209,7 +209,15 @@ def decode_value(obj: JSONValue) -> Event:
         )
         validate_body(kind, body)
     envelope = _envelope_bytes(author, body_hash, created, kind, prev, seq)
-    event_id = hashlib.sha256(_signed_envelope_bytes(envelope, sig)).hexdigest()
+    signed = _signed_envelope_bytes(envelope, sig)
+    # The cap applies to the canonical form we store and relay, which can be
+    # longer than a non-canonical input (1.5e300 becomes 1.5e+300).
+    wire_size = len(signed) + (0 if body_bytes is None else len(body_bytes) + len('"body":,'))
+    _require(
+        wire_size <= MAX_EVENT_BYTES,
+        f"event is {wire_size} bytes in canonical form, over the {MAX_EVENT_BYTES}-byte cap",
+    )
+    event_id = hashlib.sha256(signed).hexdigest()
     return Event(event_id, author, seq, prev, kind, created, body_hash, sig, body, body_bytes)
 
 
@@ -246,8 +254,8 @@ def sign_event(
         "v": EVENT_VERSION, "author": key.id, "seq": seq, "prev": prev, "kind": kind,
         "created": created, "body_hash": body_hash, "sig": sig, "body": body,
     }  # fmt: skip
-    event = decode_value(obj)  # refuse to sign what peers would reject
-    size = len(event.wire_bytes())
-    if size > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event is {size} bytes, over the {MAX_EVENT_BYTES}-byte cap")
+    # Refuse to sign what peers would reject: the full receiving path, strict
+    # parser (depth, size) included, must accept the result.
+    event = decode_value(obj)
+    decode_event(event.wire_bytes())
     return event

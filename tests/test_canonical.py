@@ -356,9 +356,12 @@ _SCALARS = (
     | _FLOATS
     | _TEXT
 )
+# Keys that collide early, mixing non-BMP characters (surrogate pairs in UTF-16)
+# with U+E000..U+FFFF: the one place UTF-16 and code-point order disagree.
+_KEYS = _TEXT | st.text(st.sampled_from("a\ue000\ufb33\uffff\U00010000\U0001f602"), max_size=3)
 JSON_VALUES = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_TEXT, inner, max_size=5),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(_KEYS, inner, max_size=5),
     max_leaves=25,
 )
 

@@ -1,0 +1,185 @@
+"""An authenticated, encrypted message link to one peer, over a swappable transport.
+
+The transport seam (:class:`MessageTransport`) carries opaque binary
+messages: WebSockets between real nodes, length-prefixed frames over any
+trio stream (``trio.testing.memory_stream_pair``) in tests and simulations.
+:func:`establish` runs the sans-IO handshake of :mod:`protocol.handshake`
+over it; :class:`PeerLink` then seals and chunks every replication message.
+Foreign exceptions (trio, trio-websocket, noise) are translated here into
+:class:`LinkClosed`, :class:`LinkBroken` and :class:`PeerMisbehaved`.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import Protocol
+
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection
+
+from node.errors import LinkBroken, LinkClosed, PeerMisbehaved
+from protocol.errors import ProtocolError
+from protocol.handshake import MAX_NOISE_MESSAGE, Handshake, Session
+from protocol.keys import SigningKey
+from protocol.messages import Message, Reassembler, chunks, decode, encode
+
+HANDSHAKE_TIMEOUT = 10.0
+WEBSOCKET_MAX_MESSAGE = MAX_NOISE_MESSAGE + 64
+
+
+class MessageTransport(Protocol):
+    """Whole binary messages in both directions; one reader, senders serialised by the link."""
+
+    async def send(self, data: bytes) -> None: ...
+
+    async def receive(self) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class WebSocketTransport:
+    def __init__(self, ws: WebSocketConnection) -> None:
+        self._ws = ws
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._ws.send_message(data)
+        except ConnectionClosed as exc:
+            raise LinkClosed(f"websocket closed: {exc.reason}") from exc
+        except trio.BrokenResourceError as exc:
+            raise LinkBroken(f"websocket broken: {exc}") from exc
+
+    async def receive(self) -> bytes:
+        try:
+            message = await self._ws.get_message()
+        except ConnectionClosed as exc:
+            raise LinkClosed(f"websocket closed: {exc.reason}") from exc
+        except trio.BrokenResourceError as exc:
+            raise LinkBroken(f"websocket broken: {exc}") from exc
+        if not isinstance(message, bytes):
+            raise PeerMisbehaved("text message on a binary link")
+        return message
+
+    async def aclose(self) -> None:
+        await self._ws.aclose()
+
+
+class StreamTransport:
+    """Messages as 4-byte length + bytes over a byte stream (tests, simulations)."""
+
+    _LEN = struct.Struct(">I")
+
+    def __init__(
+        self, stream: trio.abc.Stream, *, max_message: int = WEBSOCKET_MAX_MESSAGE
+    ) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._max = max_message
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._stream.send_all(self._LEN.pack(len(data)) + data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise LinkBroken(f"stream broken: {exc}") from exc
+
+    async def _fill(self, size: int) -> None:
+        while len(self._buffer) < size:
+            try:
+                chunk = await self._stream.receive_some(65536)
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise LinkBroken(f"stream broken: {exc}") from exc
+            if not chunk:
+                raise LinkClosed("stream closed by peer")
+            self._buffer += chunk
+
+    async def receive(self) -> bytes:
+        await self._fill(4)
+        (size,) = self._LEN.unpack_from(self._buffer)
+        if size > self._max:
+            raise PeerMisbehaved(f"frame of {size} bytes exceeds {self._max}")
+        await self._fill(4 + size)
+        message = bytes(self._buffer[4 : 4 + size])
+        del self._buffer[: 4 + size]
+        return message
+
+    async def aclose(self) -> None:
+        await self._stream.aclose()
+
+
+class PeerLink:
+    """A finished handshake: send and receive replication messages.
+
+    One task reads (``receive``); any number of tasks may send, serialised
+    by a lock so chunks of two messages never interleave.
+    """
+
+    def __init__(self, transport: MessageTransport, session: Session, peer_id: str) -> None:
+        self.transport = transport
+        self.peer_id = peer_id
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self._session = session
+        self._send_lock = trio.Lock()
+        self._reassembler = Reassembler()
+
+    async def send(self, message: Message) -> None:
+        payload = encode(message)
+        async with self._send_lock:
+            for chunk in chunks(payload):
+                sealed = self._session.seal(chunk)
+                self.bytes_sent += len(sealed)
+                await self.transport.send(sealed)
+
+    async def receive(self) -> Message:
+        while True:
+            sealed = await self.transport.receive()
+            self.bytes_received += len(sealed)
+            try:
+                whole = self._reassembler.feed(self._session.open(sealed))
+                if whole is not None:
+                    return decode(whole)
+            except ProtocolError as exc:
+                raise PeerMisbehaved(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+async def establish(
+    transport: MessageTransport,
+    *,
+    initiator: bool,
+    node_key: SigningKey,
+    expected_peer: str | None = None,
+    handshake_seconds: float = HANDSHAKE_TIMEOUT,
+) -> PeerLink:
+    """Run the handshake over ``transport``; raise PeerMisbehaved if it fails."""
+    handshake = Handshake(
+        initiator=initiator,
+        node_key=node_key,
+        static_private=os.urandom(32),
+        expected_peer=expected_peer,
+    )
+    sent = received = 0
+    try:
+        with trio.fail_after(handshake_seconds):
+            if initiator:
+                first = handshake.start()
+                sent += len(first)
+                await transport.send(first)
+            while not handshake.done:
+                incoming = await transport.receive()
+                received += len(incoming)
+                reply = handshake.receive(incoming)
+                if reply is not None:
+                    sent += len(reply)
+                    await transport.send(reply)
+    except trio.TooSlowError as exc:
+        raise LinkBroken(f"handshake timed out after {handshake_seconds}s") from exc
+    except ProtocolError as exc:
+        raise PeerMisbehaved(str(exc)) from exc
+    result = handshake.established()
+    link = PeerLink(transport, result.session, result.peer_id)
+    link.bytes_sent, link.bytes_received = sent, received
+    return link

@@ -1,0 +1,278 @@
+"""Replication over one peer link: catch up, then push live, both ways.
+
+Theory of operation
+-------------------
+Each side announces what it replicates with ``Want(scope digest, heads
+digest)``.  The receiver looks the scope up in its cache of scopes seen
+before: if it knows the author list and its own heads for those authors hash
+to the same digest, both hold the same events and it answers ``InSync``: an
+identical re-sync costs two small messages each way, whatever the number of
+events.  Otherwise it asks for the full ``Vector`` (author -> latest seq),
+caches the scope for next time, and from then on knows ``their_known``: the
+latest seq of each author the peer is known to hold.
+
+One sender task per link turns "author X has events after their_known[X]"
+into ``Events`` batches read straight from the store, many events per
+message.  Catch-up and live push are the same mechanism: a newly stored event
+(from any source) only marks its author dirty for every link whose scope
+includes it, and wakes the sender.  Nothing is queued per event, so a slow
+peer costs a set entry per author, not memory per event; what the peer still
+lacks is always recomputed from the durable store (the store *is* the
+outbox, so it survives restarts).
+
+Incoming batches go through the node's ingest path under the federation's
+FIFO ingest lock: a flooding peer waits its turn behind honest peers' batches,
+and since a reader holds at most one batch while it waits, memory is bounded
+by peers x batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING
+
+import trio
+
+from node.errors import LinkBroken, LinkClosed, PeerMisbehaved, TalasError
+from node.peerlink import PeerLink
+from node.ratelimit import RateLimiter
+from protocol.feed import FeedHead
+from protocol.messages import (
+    Events,
+    Goodbye,
+    InSync,
+    Message,
+    NeedVector,
+    Ping,
+    Pong,
+    Vector,
+    Want,
+)
+
+if TYPE_CHECKING:
+    from node.federation import Federation
+
+KEEPALIVE = 15.0
+IDLE_TIMEOUT = 60.0
+BATCH_EVENTS = 1000
+BATCH_BYTES = 1 << 20
+MAX_INVALID_EVENTS = 100
+RECEIVE_BYTES_PER_S = 32 * 1024 * 1024
+
+
+def vector_hash(heads: Mapping[str, FeedHead], authors: Iterable[str]) -> str:
+    """Digest of our (seq, head id) for each author of a scope; absent = seq 0."""
+    digest = hashlib.sha256()
+    for author in sorted(authors):
+        head = heads.get(author)
+        line = f"{author}:{head.seq}:{head.id}\n" if head else f"{author}:0:\n"
+        digest.update(line.encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class SessionStats:
+    events_sent: int = 0
+    events_received: int = 0
+    events_accepted: int = 0
+    invalid_events: int = 0
+    unsolicited_events: int = 0
+    in_sync_at: float | None = None
+    caught_up_at: float | None = None
+
+
+@dataclass
+class PeerSession:
+    """Replication state for one established link."""
+
+    link: PeerLink
+    federation: Federation
+    initiator: bool
+    address: str | None = None
+    their_scope: frozenset[str] | None = None
+    their_known: dict[str, int] = field(default_factory=dict)
+    stats: SessionStats = field(default_factory=SessionStats)
+    _dirty: set[str] = field(default_factory=set)
+    _wake: trio.Event = field(default_factory=trio.Event)
+    _cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
+    _error: TalasError | None = None
+    _last_sent: float = 0.0
+
+    @property
+    def peer_id(self) -> str:
+        return self.link.peer_id
+
+    @property
+    def lag(self) -> int | None:
+        """Events we hold that the peer is still missing (None before its vector)."""
+        if self.their_scope is None:
+            return None
+        heads = self.federation.heads_cache
+        return sum(
+            max(0, heads[a].seq - self.their_known.get(a, 0))
+            for a in self.their_scope
+            if a in heads
+        )
+
+    def close(self, error: TalasError | None = None) -> None:
+        if self._error is None:
+            self._error = error
+        self._cancel.cancel()
+
+    # -- notifications from the node (synchronous, never block) ---------------
+
+    def authors_changed(self, authors: Iterable[str]) -> None:
+        """New events exist for ``authors``: push them if the peer wants them."""
+        if self.their_scope is None:
+            return
+        wanted = [a for a in authors if a in self.their_scope]
+        if wanted:
+            self._dirty.update(wanted)
+            self._wake.set()
+
+    # -- tasks -------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Replicate until the link ends; raise why it ended (LinkError)."""
+        with self._cancel:
+            async with trio.open_nursery() as nursery:
+                for task in (self._reader, self._sender, self._keepalive):
+                    nursery.start_soon(self._guard, task)
+                await self._guard(self.send_want)
+        if self._error is not None:
+            raise self._error
+
+    async def _guard(self, task: Callable[[], Awaitable[None]]) -> None:
+        try:
+            await task()
+        except TalasError as exc:
+            self.close(exc)
+
+    async def _send(self, message: Message) -> None:
+        self._last_sent = trio.current_time()
+        await self.link.send(message)
+
+    async def send_want(self) -> None:
+        scope = self.federation.scope
+        heads = await trio.to_thread.run_sync(self.federation.node.store.heads_for, sorted(scope))
+        await self._send(Want(self.federation.scope_digest, vector_hash(heads, scope)))
+
+    async def _keepalive(self) -> None:
+        nonce = 0
+        while True:
+            await trio.sleep(KEEPALIVE / 3)
+            if trio.current_time() - self._last_sent >= KEEPALIVE:
+                nonce += 1
+                await self._send(Ping(nonce))
+
+    async def _reader(self) -> None:
+        limiter = RateLimiter(rate=RECEIVE_BYTES_PER_S, burst=2 * RECEIVE_BYTES_PER_S)
+        while True:
+            with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                message = await self.link.receive()
+            if idle.cancelled_caught:
+                raise LinkBroken(f"no message from the peer for {IDLE_TIMEOUT:.0f}s")
+            size = sum(map(len, message.events)) if isinstance(message, Events) else 0
+            if size and not limiter.allow("peer", trio.current_time(), size):
+                await trio.sleep(min(5.0, limiter.retry_after("peer", size)))
+            await self._handle(message)
+
+    async def _handle(self, message: Message) -> None:
+        match message:
+            case Want():
+                await self._on_want(message)
+            case NeedVector():
+                await self._send_vector()
+            case Vector():
+                await self._on_vector(message)
+            case InSync():
+                self.stats.in_sync_at = trio.current_time()
+            case Events():
+                await self._on_events(message)
+            case Ping(nonce):
+                await self._send(Pong(nonce))
+            case Pong():
+                pass
+            case Goodbye(reason):
+                raise LinkClosed(f"peer said goodbye: {reason}")
+
+    async def _on_want(self, want: Want) -> None:
+        federation = self.federation
+        authors = await trio.to_thread.run_sync(federation.recall_scope, want.scope_hash)
+        if authors is not None:
+            heads = await trio.to_thread.run_sync(federation.node.store.heads_for, authors)
+            if vector_hash(heads, authors) == want.vector_hash:
+                self._adopt_scope(authors, {a: h.seq for a, h in heads.items()})
+                await self._send(InSync())
+                return
+        await self._send(NeedVector())
+
+    async def _send_vector(self) -> None:
+        scope = sorted(self.federation.scope)
+        heads = await trio.to_thread.run_sync(self.federation.node.store.heads_for, scope)
+        await self._send(Vector({a: heads[a].seq if a in heads else 0 for a in scope}))
+
+    async def _on_vector(self, vector: Vector) -> None:
+        authors = sorted(vector.heads)
+        await trio.to_thread.run_sync(self.federation.remember_scope, authors)
+        self._adopt_scope(authors, dict(vector.heads))
+        self.authors_changed(authors)
+
+    def _adopt_scope(self, authors: Iterable[str], known: dict[str, int]) -> None:
+        blocked = self.federation.blocked_authors
+        self.their_scope = frozenset(a for a in authors if a not in blocked)
+        self.their_known = known
+
+    async def _on_events(self, batch: Events) -> None:
+        self.stats.events_received += len(batch.events)
+        result = await self.federation.ingest_from(self, batch.events)
+        self.stats.events_accepted += result.accepted
+        self.stats.unsolicited_events += result.unsolicited
+        self.stats.invalid_events += len(result.rejected)
+        if self.their_scope is not None:
+            for event in result.report.accepted:
+                if event.author in self.their_scope:
+                    known = self.their_known.get(event.author, 0)
+                    self.their_known[event.author] = max(known, event.seq)
+        if self.stats.invalid_events > MAX_INVALID_EVENTS:
+            await self._send(Goodbye("too many invalid events"))
+            raise PeerMisbehaved(f"peer sent {self.stats.invalid_events} invalid events")
+
+    async def _sender(self) -> None:
+        store = self.federation.node.store
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
+            while self._dirty:
+                batch: list[bytes] = []
+                size = 0
+                for author in sorted(self._dirty):
+                    room = BATCH_EVENTS - len(batch)
+                    known = self.their_known.get(author, 0)
+                    rows = await trio.to_thread.run_sync(
+                        partial(store.events_after, author, known, limit=room)
+                    )
+                    if len(rows) < room:
+                        self._dirty.discard(author)
+                    if rows:
+                        self.their_known[author] = rows[-1][0]
+                        batch += [raw for _, raw in rows]
+                        size += sum(len(raw) for _, raw in rows)
+                    if len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES:
+                        break
+                if batch:
+                    await self._send(Events(batch))
+                    self.stats.events_sent += len(batch)
+            if self.stats.caught_up_at is None and self.their_scope is not None:
+                self.stats.caught_up_at = trio.current_time()
+
+
+def backoff_delays(initial: float = 0.5, maximum: float = 60.0) -> Iterable[float]:
+    """0.5, 1, 2, 4 ... capped at ``maximum`` seconds (jitter is the caller's)."""
+    delay = initial
+    while True:
+        yield delay
+        delay = min(maximum, delay * 2)
