@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import trio
@@ -61,6 +61,8 @@ class Federation:
         self.heads_cache: dict[str, FeedHead] = {}
         self._dialers: dict[str, trio.CancelScope] = {}
         self._inbound_limiter = RateLimiter(rate=INBOUND_PER_IP_PER_S, burst=20)
+        self.ingest_observer: Callable[[PeerSession, ImportResult], None] | None = None
+        """Called after each batch a peer sent is ingested (simulations measure hops here)."""
         node.add_listener(self.on_new_events)
 
     # -- state shared with sessions -------------------------------------------------
@@ -94,6 +96,8 @@ class Federation:
         )
         async with self.ingest_lock:
             result = await trio.to_thread.run_sync(work)
+        if self.ingest_observer is not None:
+            self.ingest_observer(session, result)
         if result.accepted:
             self.node.poke()
         return result

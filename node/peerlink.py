@@ -119,6 +119,7 @@ class PeerLink:
         self.peer_id = peer_id
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.messages_sent = 0
         self._session = session
         self._send_lock = trio.Lock()
         self._reassembler = Reassembler()
@@ -126,6 +127,7 @@ class PeerLink:
     async def send(self, message: Message) -> None:
         payload = encode(message)
         async with self._send_lock:
+            self.messages_sent += 1
             for chunk in chunks(payload):
                 sealed = self._session.seal(chunk)
                 self.bytes_sent += len(sealed)

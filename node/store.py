@@ -39,6 +39,7 @@ from protocol.feed import FeedHead, Position, Verdict, advance, classify, freeze
 from protocol.keys import SigningKey
 
 PENDING_PER_AUTHOR = 10_000
+PENDING_TOTAL = 200_000
 BUSY_TIMEOUT_MS = 15_000
 
 
@@ -47,11 +48,13 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     events.create(
         {
             "arrival": int, "id": str, "author": str, "seq": int, "prev": str, "kind": str,
-            "created": int, "received": int, "deleted": int, "raw": str,
+            "created": int, "received": int, "deleted": int, "bodyless": int, "raw": str,
         },
         pk="arrival",
-        not_null={"id", "author", "seq", "kind", "created", "received", "deleted", "raw"},
-        defaults={"deleted": 0},
+        not_null={
+            "id", "author", "seq", "kind", "created", "received", "deleted", "bodyless", "raw",
+        },
+        defaults={"deleted": 0, "bodyless": 0},
     )  # fmt: skip
     events.create_index(["id"], unique=True, index_name="events_id")
     events.create_index(["author", "seq"], unique=True, index_name="events_author_seq")
@@ -141,10 +144,18 @@ class _Batch:
         self.new_events: dict[str, Event] = {}
         self.tombstones: list[str] = []
         self.held_now: set[str] = set()  # events of this batch still waiting for a gap
+        self.pending_count: int | None = None
         self.pending_authors = {
             row[0] for row in conn.execute("SELECT DISTINCT author FROM pending")
         }
         self.report = IngestReport()
+
+    def pending_total(self) -> int:
+        if self.pending_count is None:
+            self.pending_count = int(
+                self.conn.execute("SELECT count(*) FROM pending").fetchone()[0]
+            )
+        return self.pending_count
 
     def head(self, author: str) -> FeedHead | None:
         if author not in self.heads:
@@ -297,15 +308,15 @@ class Store:
         for event in sorted(events, key=lambda e: (e.author, e.seq)):
             self._offer(batch, event)
         conn.executemany(
-            "INSERT INTO events (id, author, seq, prev, kind, created, received, deleted, raw)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)",
+            "INSERT INTO events (id, author, seq, prev, kind, created, received, deleted,"
+            " bodyless, raw) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
             batch.rows,
         )
         for event_id in batch.tombstones:
             stored = conn.execute("SELECT raw FROM events WHERE id = ?", (event_id,)).fetchone()
             tombstone = decode_event(stored[0].encode()).without_body()
             conn.execute(
-                "UPDATE events SET deleted = 1, raw = ? WHERE id = ?",
+                "UPDATE events SET deleted = 1, bodyless = 0, raw = ? WHERE id = ?",
                 (tombstone.wire_bytes().decode(), event_id),
             )
         conn.executemany(
@@ -339,7 +350,7 @@ class Store:
         if verdict is Verdict.APPEND:
             batch.rows.append(
                 (event.id, event.author, event.seq, event.prev, event.kind, event.created,
-                 batch.now_ms, event.wire_bytes().decode())
+                 batch.now_ms, int(event.body is None), event.wire_bytes().decode())
             )  # fmt: skip
             batch.ids_by_pos[(event.author, event.seq)] = event.id
             batch.new_events[event.id] = event
@@ -351,6 +362,8 @@ class Store:
             return True
         if verdict is Verdict.DUPLICATE:
             report.duplicates += 1
+            if event.body is not None:
+                self._restore_body(batch, event)
         elif verdict is Verdict.HOLD:
             self._hold(batch, event)
         elif verdict is Verdict.FORK:
@@ -370,12 +383,33 @@ class Store:
             report.refused.append((event.id, "feed frozen after a fork by its author"))
         return False
 
+    def _restore_body(self, batch: _Batch, event: Event) -> None:
+        """A full copy of an event we hold body-less (and not deleted): keep the body.
+
+        A relay may forward envelopes without bodies; the body hash in the
+        signed envelope lets any later full copy restore the content, so no
+        relay can withhold it for good.
+        """
+        restored = batch.conn.execute(
+            "UPDATE events SET raw = ?, bodyless = 0 WHERE id = ? AND bodyless = 1",
+            (event.wire_bytes().decode(), event.id),
+        ).rowcount
+        if restored and event.kind == "delete":
+            self._apply_delete(batch, event)
+
     def _hold(self, batch: _Batch, event: Event) -> None:
+        head = batch.head(event.author)
+        if event.seq > (0 if head is None else head.seq) + PENDING_PER_AUTHOR:
+            batch.report.refused.append((event.id, "too far ahead of the feed we hold"))
+            return
         (count,) = batch.conn.execute(
             "SELECT count(*) FROM pending WHERE author = ?", (event.author,)
         ).fetchone()
         if count >= PENDING_PER_AUTHOR:
             batch.report.refused.append((event.id, "too many events held for this author's gap"))
+            return
+        if batch.pending_total() >= PENDING_TOTAL:
+            batch.report.refused.append((event.id, "too many events held for gaps on this node"))
             return
         batch.conn.execute(
             "INSERT OR IGNORE INTO pending (id, author, seq, raw, received) VALUES (?, ?, ?, ?, ?)",
@@ -383,6 +417,7 @@ class Store:
         )
         batch.pending_authors.add(event.author)
         batch.held_now.add(event.id)
+        batch.pending_count = batch.pending_total() + 1
 
     def _take_pending(self, batch: _Batch, author: str, seq: int) -> list[Event]:
         rows = batch.conn.execute(
@@ -420,16 +455,19 @@ class Store:
         return [FeedHead(str(a), int(str(s)), str(i), bool(f)) for a, s, i, f in rows]
 
     def known_ids(self, ids: Sequence[str]) -> set[str]:
-        """Which of ``ids`` are stored (events or held): checked before verifying."""
+        """Which of ``ids`` need no more work: checked before verifying.
+
+        Events held body-less are left out so a full copy can restore the body.
+        """
         found: set[str] = set()
         for start in range(0, len(ids), 500):
             chunk = list(ids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            for table in ("events", "pending"):
-                found.update(
-                    str(r[0])
-                    for r in self.query(f"SELECT id FROM {table} WHERE id IN ({marks})", chunk)  # noqa: S608
-                )
+            for sql in (
+                f"SELECT id FROM events WHERE bodyless = 0 AND id IN ({marks})",  # noqa: S608
+                f"SELECT id FROM pending WHERE id IN ({marks})",  # noqa: S608
+            ):
+                found.update(str(row[0]) for row in self.query(sql, chunk))
         return found
 
     def get(self, event_id: str) -> StoredEvent | None:

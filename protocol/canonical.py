@@ -95,11 +95,17 @@ def _float_error(value: float, shown: str) -> InvalidJSON | None:
     return None
 
 
-def _float(literal: str) -> float:
+def _float(literal: str) -> float | int:
+    """A JSON number with a fraction or exponent.
+
+    Integral values in the safe range come back as int: JSON has one number
+    type, so ``1.0``, ``1e0`` and ``1`` are the same value with the same
+    canonical form ("1"), and must pass the same integer checks.
+    """
     value = float(literal)
     error = _float_error(value, _clip(literal))
     if error is None:
-        return value
+        return int(value) if value.is_integer() and abs(value) < _TWO_53 else value
     if math.isinf(value):
         error = InvalidJSON(f"number {_clip(literal)} overflows to Infinity")
     raise error

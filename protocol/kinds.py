@@ -71,10 +71,21 @@ def pattern(regex: re.Pattern[str], what: str) -> Check:
     return check
 
 
-def one_of(*choices: str) -> Check:
+_TOKEN = re.compile(r"[a-z][a-z0-9-]{0,31}\Z")
+
+
+def one_of(*known: str) -> Check:
+    """A lowercase token; ``known`` are the values this version renders.
+
+    Other tokens are accepted so that a newer node can add a value (a new
+    offer condition, say) without older nodes refusing the event, which would
+    stall that author's feed behind a gap on every older node.
+    """
+    assert all(_TOKEN.match(k) for k in known)
+
     def check(value: JSONValue, path: str) -> None:
-        if value not in choices:
-            _fail(path, f"must be one of {', '.join(choices)}")
+        if not isinstance(value, str) or _TOKEN.match(value) is None:
+            _fail(path, f"must be a lowercase token such as {', '.join(known)}")
 
     return check
 

@@ -158,7 +158,7 @@ def test_insecure_key_file_is_refused_with_the_fix(node_dir: Path) -> None:
     assert result.returncode == 2
     message = result.stderr.decode()
     assert str(key) in message and "chmod 600" in message
-    run = talas(node_dir, "run", "--http", "127.0.0.1:0", timeout=30)
+    run = talas(node_dir, "run", "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0", timeout=30)
     assert run.returncode == 2 and str(key) in run.stderr.decode()
 
 
@@ -211,7 +211,17 @@ class Running:
 async def running_node(data: Path, *extra: str) -> AsyncIterator[Running]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
     process = await trio.lowlevel.open_process(
-        [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0", *extra],
+        [
+            *TALAS,
+            "--data",
+            str(data),
+            "run",
+            "--http",
+            "127.0.0.1:0",
+            "--p2p",
+            "127.0.0.1:0",
+            *extra,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -223,7 +233,7 @@ async def running_node(data: Path, *extra: str) -> AsyncIterator[Running]:
         with trio.fail_after(30):
             while "web UI" not in "".join(lines):
                 chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"node exited early: {buffer.decode()}"
+                assert chunk, f"node exited early: {lines} {buffer.decode()}"
                 buffer += chunk
                 *complete, rest = buffer.split(b"\n")
                 buffer = rest
@@ -307,7 +317,7 @@ async def _talas_run_refused(data: Path) -> str:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
     with trio.fail_after(30):
         result = await trio.run_process(
-            [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0"],
+            [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0"],
             capture_stdout=True,
             capture_stderr=True,
             env=env,

@@ -130,17 +130,19 @@ def _speccheck_accepts(case: dict[str, str]) -> bool:
 
 
 def test_speccheck_accepts_exactly_case_3() -> None:
-    # ed25519-speccheck's 12 cases probe where Ed25519 implementations disagree:
-    #   0-2   small-order public key A and/or small-order R (libsodium refuses
-    #         small-order points outright),
-    #   3     mixed-order A and R where both the cofactored and the cofactorless
-    #         equation hold: the one case every careful verifier accepts,
-    #   4-5   only the cofactored equation holds (libsodium checks cofactorless),
-    #   6-7   S >= L, non-canonical scalar (malleability),
-    #   8-11  non-canonical encodings of R or A.
-    # Talas verifies with libsodium's strict rule, so the accepted set must be
-    # exactly {3}: accepting more would let nodes disagree on which events are
-    # valid; accepting fewer would reject honest signatures.
+    # ed25519-speccheck's 12 cases probe where Ed25519 verifiers disagree:
+    #   0-2   a small-order point (c7176a...) as A and/or R,
+    #   3-5   mixed-order A and R: in 3 both the cofactored and the cofactorless
+    #         equation hold, in 4-5 only the cofactored one,
+    #   6-7   S >= L, a non-reduced scalar (the malleability case),
+    #   8-11  a non-canonical encoding (ecff...ff, sign bit set on x = 0) of the
+    #         small-order point (0, -1) as R (8-9) or as A (10-11).
+    # libsodium's strict rule rejects small-order and non-canonical points and
+    # S >= L, and checks the cofactorless equation, so of these it accepts
+    # exactly case 3 (as the vectors' README states).  Talas must accept exactly
+    # that set: accepting more would let nodes disagree on which events are
+    # valid (and allow several ids for one signed envelope); fewer would refuse
+    # honest signatures.
     accepted = {index for index, case in enumerate(SPECCHECK_CASES) if _speccheck_accepts(case)}
     assert accepted == {3}
 

@@ -331,7 +331,7 @@ def test_structural_envelope_errors_have_clear_messages() -> None:
     for changes, message in cases:
         with pytest.raises(InvalidEvent, match=message):
             parse_event(rewire(event, changes))
-    # A float spelling of an integer field is refused (JCS would even print it as "2").
+    # A fractional number in an integer field is refused.
     wire = event.wire_bytes()
     integer_fields = {
         b"seq": "'seq' must be an integer",
@@ -341,7 +341,7 @@ def test_structural_envelope_errors_have_clear_messages() -> None:
     for field, why in integer_fields.items():
         start = wire.index(b'"' + field + b'":') + len(field) + 3
         end = start + next(i for i, c in enumerate(wire[start:]) if c in b",}")
-        floated = wire[:end] + b".0" + wire[end:]
+        floated = wire[:end] + b".5" + wire[end:]
         with pytest.raises(InvalidEvent, match=why):
             parse_event(floated)
     obj = event.to_json()
@@ -411,6 +411,10 @@ def test_non_canonical_input_is_accepted_and_canonicalised() -> None:
         b"  \r\n" + json.dumps(obj).encode() + b"\n ",  # surrounding whitespace
         json.dumps(obj).replace('"text"', '"\\u0074ext"').encode(),  # escaped key
         json.dumps(obj).replace(": 1.5", ": 15e-1").encode(),  # another number spelling
+        # The same integers spelled as floats: JSON numbers, equal to the canonical ones.
+        json.dumps(obj).replace(f'"seq": {obj["seq"]}', f'"seq": {obj["seq"]}.0').encode(),
+        json.dumps(obj).replace(f'"created": {T0}', f'"created": {T0}.000').encode(),
+        json.dumps(obj).replace('"v": 1', '"v": 1E0').encode(),
     ]
     for variant in variants:
         assert variant != canonical
@@ -573,7 +577,8 @@ def test_deep_nesting_inside_a_signed_event_is_refused_without_recursion_error()
         ("track", {**VALID_BODIES["track"], "mime": "Audio/WAV"}, "body.mime"),
         ("like", {"target": HEX_A.upper()}, "body.target must be 64 lowercase hex"),
         ("follow", {"author": HEX_A, "active": 1}, "body.active must be true or false"),
-        ("offer", {**VALID_BODIES["offer"], "condition": "mint"}, "body.condition"),
+        ("offer", {**VALID_BODIES["offer"], "condition": "Mint"}, "body.condition"),
+        ("offer", {**VALID_BODIES["offer"], "category": ["gear"]}, "body.category"),
         ("course", {"title": "c", "lessons": []}, "body.lessons must have 1..200"),
         ("course", {"title": "c", "lessons": [{"format": "guide"}]}, "lessons.*title"),
         ("profile", {"name": 7}, "body.name must be a string"),
@@ -585,6 +590,19 @@ def test_sign_event_refuses_schema_violations(
 ) -> None:
     with pytest.raises(InvalidEvent, match=message):
         sign_event(KEY, seq=1, prev=None, kind=kind, created=T0, body=body)
+
+
+def test_unknown_tokens_and_extra_fields_are_accepted_for_forward_compatibility() -> None:
+    # A newer node may add an enum value or an optional field; refusing it here
+    # would stall that author's feed behind a gap on every older node.
+    body: dict[str, JSONValue] = {
+        **VALID_BODIES["offer"],
+        "condition": "mint",
+        "category": "synth-module",
+        "shipping": {"eu": True},
+    }
+    event = sign_event(KEY, seq=1, prev=None, kind="offer", created=T0, body=body)
+    assert parse_event(event.wire_bytes()).body == body
 
 
 @pytest.mark.parametrize(

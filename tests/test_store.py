@@ -137,6 +137,25 @@ def test_same_batch_twice_is_stored_once(store: Store) -> None:
     assert sorted(raw_ids) == sorted(e.id for e in events)
 
 
+def test_unique_constraints_hold_below_the_code(store: Store) -> None:
+    """The schema itself refuses a second row for an id or an (author, seq)."""
+    chain = make_chain(A, 2)
+    store.ingest(chain, now_ms=NOW)
+    conn = sqlite3.connect(store.path)
+    try:
+        insert = (
+            "INSERT INTO events (id, author, seq, prev, kind, created, received, deleted, raw)"
+            " VALUES (?, ?, ?, ?, 'post', 0, 0, 0, '{}')"
+        )
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(insert, (chain[0].id, C.id, 9, None))  # same id
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute(insert, ("f" * 64, A.id, 2, chain[0].id))  # same (author, seq)
+    finally:
+        conn.close()
+    assert store.count() == 2
+
+
 def test_duplicates_within_one_batch(store: Store) -> None:
     chain = make_chain(A, 3)
     report = store.ingest([chain[0], chain[1], chain[0], chain[2], chain[1]], now_ms=NOW)

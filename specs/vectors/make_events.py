@@ -364,7 +364,6 @@ def _invalid_vectors(ev: _Material) -> list[JSONValue]:
         ),
         ("version_2", _variant(key, a1, v=2), "unsupported event version"),
         ("version_string", _variant(key, a1, v="1"), "unsupported event version"),
-        ("version_float", _splice(w1, '"v":1}', '"v":1.0}'), "unsupported event version"),
         ("extra_top_level_field", _variant(key, a1, x=1), "unknown event field(s): x"),
         ("author_uppercase_hex", _variant(key, a1, author=key.id.upper()), "'author' must be 64"),
         ("author_too_short", _variant(key, a1, author=key.id[:62]), "'author' must be 64"),
@@ -385,7 +384,6 @@ def _invalid_vectors(ev: _Material) -> list[JSONValue]:
         ("seq_0", _variant(key, a1, seq=0), "'seq' must be an integer in [1, 2^53-1]"),
         ("seq_string", _variant(key, a1, seq="1"), "'seq' must be an integer"),
         ("seq_boolean", _variant(key, a1, seq=True), "'seq' must be an integer"),
-        ("seq_float", _splice(w1, '"seq":1,', '"seq":1.0,'), "'seq' must be an integer"),
         ("created_negative", _variant(key, a1, created=-1), "'created' must be an integer in [0,"),
         ("created_fraction", _variant(key, a1, created=T0 + 0.5), "'created' must be an integer"),
         ("seq_1_with_prev", _variant(key, a1, prev=_blob("x")), "must have prev null"),
@@ -473,8 +471,8 @@ def _invalid_vectors(ev: _Material) -> list[JSONValue]:
         ),
         (
             "offer_bad_condition",
-            _with_body(key, offer, {**_body(offer), "condition": "mint"}),
-            "body.condition must be one of",
+            _with_body(key, offer, {**_body(offer), "condition": "Mint!"}),
+            "body.condition must be a lowercase token",
         ),
         (
             "offer_missing_wanted",
@@ -493,8 +491,8 @@ def _invalid_vectors(ev: _Material) -> list[JSONValue]:
         ),
         (
             "course_lesson_bad_format",
-            _with_body(key, course, {**_body(course), "lessons": [{"title": "t", "format": "vr"}]}),
-            "body.lessons[0].format must be one of",
+            _with_body(key, course, {**_body(course), "lessons": [{"title": "t", "format": "VR"}]}),
+            "body.lessons[0].format must be a lowercase token",
         ),
         (
             "track_channels_0",
