@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, asynccontextmanager, suppress
@@ -77,6 +78,8 @@ class Node:
     event_count: int = 0
     started_ms: int = field(default_factory=now_ms)
     federation: Federation | None = None
+    passphrase: bytes | None = None
+    api_token: str = ""
     _listeners: list[Callable[[list[StoredEvent]], None]] = field(default_factory=list)
     _poke: trio.Event = field(default_factory=trio.Event)
 
@@ -103,6 +106,10 @@ class Node:
             "events": {"count": self.event_count, "latest": latest},
             "started_ms": self.started_ms,
         }
+
+    def author_key(self, name: str = "default") -> SigningKey:
+        """One of this node's author keys, unlocked with the passphrase given at start."""
+        return self.identity.author_key(name, self.passphrase)
 
     def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
         """Call ``listener`` (synchronously; it must not block) with each run of new events."""
@@ -167,6 +174,8 @@ async def open_node(
             blobs=blobs,
             event_count=await trio.to_thread.run_sync(store.count),
             node_key=node_key,
+            passphrase=passphrase,
+            api_token=ensure_api_token(data),
         )
         latest = await trio.to_thread.run_sync(store.latest_arrival)
         if latest:
@@ -210,6 +219,26 @@ async def serve_http(
             task_status.started(binds[0] + "/")
     except OSError as exc:
         raise LocalError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
+
+
+def ensure_api_token(data: DataDir) -> str:
+    """The API token, created (0600, random) on first use."""
+    path = data.api_token_file
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if len(token) >= 32 and (path.stat().st_mode & 0o077) == 0:
+            return token
+        raise LocalError(
+            f"API token file {path} is invalid or readable by others; delete it to renew"
+        ) from None
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    return token
 
 
 def write_runtime_file(node: Node) -> None:

@@ -39,6 +39,11 @@ class DataDir:
         return self.root / "run.json"
 
     @property
+    def api_token_file(self) -> Path:
+        """Bearer token for the JSON API's writes (owner-only)."""
+        return self.root / "api-token"
+
+    @property
     def lock_file(self) -> Path:
         return self.root / "run.lock"
 

@@ -190,24 +190,27 @@ def ingest_stream(
         result.rejected.extend(bad)
         known = store.known_ids([e.id for _, e in decoded])
         # Within a batch, the first copy of an id is enough.
-        fresh: list[tuple[int, Event]] = []
+        fresh: dict[str, tuple[int, Event]] = {}
         for number, event in decoded:
             if accept_author is not None and not accept_author(event.author):
                 result.unsolicited += 1
-            elif event.id in known:
+            elif event.id in known or event.id in fresh:
                 result.already_known += 1
+                earlier = fresh.get(event.id)
+                if earlier is not None and earlier[1].body is None and event.body is not None:
+                    fresh[event.id] = (number, event)  # keep the copy that has the body
             else:
-                known.add(event.id)
-                fresh.append((number, event))
+                fresh[event.id] = (number, event)
         if pool is None:
-            good, bad = verify_batch(fresh)
+            good, bad = verify_batch(list(fresh.values()))
             result.rejected.extend(bad)
             result.report.merge(store.ingest(good, now_ms=now_ms))
             continue
-        futures = pool.submit([e for _, e in fresh])
+        todo = list(fresh.values())
+        futures = pool.submit([e for _, e in todo])
         if in_flight is not None:
             finish(in_flight)
-        in_flight = (fresh, futures)
+        in_flight = (todo, futures)
     if in_flight is not None:
         finish(in_flight)
     result.rejected.sort(key=lambda r: r.line)

@@ -139,7 +139,7 @@ class _Batch:
         self.now_ms = now_ms
         self.heads: dict[str, FeedHead | None] = {}
         self.dirty_heads: set[str] = set()
-        self.rows: list[tuple[object, ...]] = []
+        self.rows: dict[str, tuple[object, ...]] = {}  # event id -> row, in append order
         self.ids_by_pos: dict[tuple[str, int], str] = {}
         self.new_events: dict[str, Event] = {}
         self.tombstones: list[str] = []
@@ -310,7 +310,7 @@ class Store:
         conn.executemany(
             "INSERT INTO events (id, author, seq, prev, kind, created, received, deleted,"
             " bodyless, raw) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
-            batch.rows,
+            list(batch.rows.values()),
         )
         for event_id in batch.tombstones:
             stored = conn.execute("SELECT raw FROM events WHERE id = ?", (event_id,)).fetchone()
@@ -348,9 +348,9 @@ class Store:
         verdict = classify(head, event, held_id)
         report = batch.report
         if verdict is Verdict.APPEND:
-            batch.rows.append(
-                (event.id, event.author, event.seq, event.prev, event.kind, event.created,
-                 batch.now_ms, int(event.body is None), event.wire_bytes().decode())
+            batch.rows[event.id] = (
+                event.id, event.author, event.seq, event.prev, event.kind, event.created,
+                batch.now_ms, int(event.body is None), event.wire_bytes().decode(),
             )  # fmt: skip
             batch.ids_by_pos[(event.author, event.seq)] = event.id
             batch.new_events[event.id] = event
@@ -390,10 +390,21 @@ class Store:
         signed envelope lets any later full copy restore the content, so no
         relay can withhold it for good.
         """
-        restored = batch.conn.execute(
-            "UPDATE events SET raw = ?, bodyless = 0 WHERE id = ? AND bodyless = 1",
-            (event.wire_bytes().decode(), event.id),
-        ).rowcount
+        in_batch = batch.new_events.get(event.id)
+        if in_batch is not None:  # appended earlier in this batch, not inserted yet
+            restored = in_batch.body is None
+            if restored:
+                row = batch.rows[event.id]
+                batch.rows[event.id] = (*row[:-2], 0, event.wire_bytes().decode())
+                batch.new_events[event.id] = event
+        else:
+            restored = (
+                batch.conn.execute(
+                    "UPDATE events SET raw = ?, bodyless = 0 WHERE id = ? AND bodyless = 1",
+                    (event.wire_bytes().decode(), event.id),
+                ).rowcount
+                > 0
+            )
         if restored and event.kind == "delete":
             self._apply_delete(batch, event)
 

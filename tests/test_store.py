@@ -522,6 +522,67 @@ def test_delete_of_an_unknown_event_does_nothing(store: Store) -> None:
     assert store.count() == 2
 
 
+# -- body-less copies (relayed envelopes) ------------------------------------------------
+
+
+def _bodyless(event: Event) -> Event:
+    return decode_event(event.wire_bytes(with_body=False))
+
+
+def test_full_copy_in_a_later_batch_restores_a_bodyless_event(store: Store) -> None:
+    chain = make_chain(A, 2)
+    first = ingest_stream(store, numbered([_bodyless(e) for e in chain]), now_ms=NOW)
+    assert first.accepted == 2
+    held = store.get(chain[0].id)
+    assert held is not None and held.event.body is None and not held.deleted
+    # A body-less event still needs its body: it must not be dropped as known.
+    assert store.known_ids([e.id for e in chain]) == set()
+    second = ingest_stream(store, numbered(chain), now_ms=NOW + 1)
+    assert second.already_known == 0
+    for event in chain:
+        stored = store.get(event.id)
+        assert stored is not None and stored.event.body == event.body
+    assert list(store.iter_raw()) == [e.wire_bytes().decode() for e in chain]
+    assert store.known_ids([e.id for e in chain]) == {e.id for e in chain}
+    assert store.count() == 2
+
+
+def test_full_copy_does_not_resurrect_a_deleted_event(store: Store) -> None:
+    post = store.append_local(A, kind="post", body={"text": "regret"}, now_ms=NOW)
+    store.append_local(A, kind="delete", body={"target": post.id}, now_ms=NOW)
+    store.ingest([post], now_ms=NOW + 1)
+    gone = store.get(post.id)
+    assert gone is not None and gone.deleted and gone.event.body is None
+
+
+def test_restored_delete_body_applies_the_delete(store: Store) -> None:
+    post = sign_event(A, seq=1, prev=None, kind="post", created=T0, body={"text": "x"})
+    delete = sign_event(A, seq=2, prev=post.id, kind="delete", created=T0, body={"target": post.id})
+    store.ingest([post, _bodyless(delete)], now_ms=NOW)
+    kept = store.get(post.id)
+    assert kept is not None and not kept.deleted  # the delete's target is unknown so far
+    store.ingest([delete], now_ms=NOW + 1)
+    gone = store.get(post.id)
+    assert gone is not None and gone.deleted and gone.event.body is None
+
+
+def test_full_copy_after_bodyless_copy_in_one_ingest_batch_keeps_the_body(store: Store) -> None:
+    event = make_chain(A, 1)[0]
+    store.ingest([_bodyless(event), event], now_ms=NOW)
+    stored = store.get(event.id)
+    assert stored is not None
+    assert stored.event.body == event.body
+
+
+def test_full_copy_after_bodyless_copy_in_one_stream_batch_keeps_the_body(store: Store) -> None:
+    event = make_chain(A, 1)[0]
+    lines = [(1, event.wire_bytes(with_body=False)), (2, event.wire_bytes())]
+    ingest_stream(store, lines, now_ms=NOW)
+    stored = store.get(event.id)
+    assert stored is not None
+    assert stored.event.body == event.body
+
+
 # -- the stream path with bad input ---------------------------------------------------------
 
 

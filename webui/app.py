@@ -12,13 +12,14 @@ from __future__ import annotations
 import html
 import ipaddress
 from collections.abc import Callable
-from typing import Any, Protocol
 
 import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
+from node.daemon import Node
 from node.ratelimit import RateLimiter
+from webui.federation_api import api_error, register_federation_api
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
@@ -36,15 +37,8 @@ SECURITY_HEADERS = {
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 
 
-class NodeView(Protocol):
-    """What the web app needs from the running node."""
-
-    def info(self) -> dict[str, Any]: ...
-
-
 def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
+    response = api_error(status, code, message)
     response.headers.update(headers)
     return response
 
@@ -57,7 +51,7 @@ def _is_loopback(host: str) -> bool:
 
 
 def create_app(
-    node: NodeView,
+    node: Node,
     *,
     bind_host: str,
     rate: float = 50.0,
@@ -87,6 +81,8 @@ def create_app(
         response.headers.update(SECURITY_HEADERS)
         response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    register_federation_api(app, node, node.api_token)
 
     @app.get("/api/v1/node")
     async def node_info() -> Response:
