@@ -24,7 +24,12 @@ from node import peerstore
 from node.daemon import Node, now_ms
 from node.errors import LinkClosed, LinkError, PeerMisbehaved, TalasError
 from node.ingest import ImportResult, VerifyPool, ingest_stream
-from node.peerlink import WEBSOCKET_MAX_MESSAGE, WebSocketTransport, establish
+from node.peerlink import (
+    WEBSOCKET_MAX_MESSAGE,
+    WebSocketTransport,
+    establish,
+    open_websocket_client,
+)
 from node.ratelimit import RateLimiter
 from node.replication import PeerSession, backoff_delays
 from node.store import StoredEvent
@@ -100,6 +105,8 @@ class Federation:
             self.ingest_observer(session, result)
         if result.accepted:
             self.node.poke()
+        if result.report.forks:
+            await self.refresh()  # frozen feeds leave the scope now, not at the next tick
         return result
 
     # -- configuration from the database ------------------------------------------------
@@ -278,11 +285,8 @@ class Federation:
                     continue
                 await self._record(address, "connecting")
                 try:
-                    async with trio_websocket.open_websocket_url(
-                        address + peerstore.P2P_PATH,
-                        max_message_size=WEBSOCKET_MAX_MESSAGE,
-                        connect_timeout=CONNECT_TIMEOUT,
-                        disconnect_timeout=2,
+                    async with open_websocket_client(
+                        address + peerstore.P2P_PATH, connect_seconds=CONNECT_TIMEOUT
                     ) as ws:
                         link = await establish(
                             WebSocketTransport(ws),

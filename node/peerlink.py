@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, wrap_client_stream
 
 from node.errors import LinkBroken, LinkClosed, PeerMisbehaved
 from protocol.errors import ProtocolError
@@ -63,6 +67,67 @@ class WebSocketTransport:
 
     async def aclose(self) -> None:
         await self._ws.aclose()
+
+
+@asynccontextmanager
+async def _unwrapping_nursery() -> AsyncIterator[trio.Nursery]:
+    """A nursery that re-raises a lone exception bare rather than in a group.
+
+    The nursery only runs the websocket's reader task, so a single error is
+    the caller's own (or the reader's), and callers match on its type.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            yield nursery
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+@asynccontextmanager
+async def open_websocket_client(
+    url: str, *, connect_seconds: float = 5.0
+) -> AsyncIterator[WebSocketConnection]:
+    """A client WebSocket whose TCP stream is closed on every path.
+
+    ``trio_websocket.open_websocket_url`` leaks the socket when it is
+    cancelled during the opening handshake (the connection object is never
+    returned, so nobody closes its stream).  Here we own the stream.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "ws" or parts.hostname is None or parts.port is None:
+        raise LinkBroken(f"not a ws://HOST:PORT/PATH url: {url}")
+    host_header = parts.netloc
+    try:
+        with trio.fail_after(connect_seconds):
+            stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    except (OSError, trio.TooSlowError) as exc:
+        raise LinkBroken(f"cannot connect to {parts.netloc}: {exc}") from exc
+    try:
+        async with _unwrapping_nursery() as nursery:
+            try:
+                with trio.fail_after(connect_seconds):
+                    ws = await wrap_client_stream(
+                        nursery,
+                        stream,
+                        host_header,
+                        parts.path or "/",
+                        max_message_size=WEBSOCKET_MAX_MESSAGE,
+                    )
+            except (trio_websocket.HandshakeError, trio.TooSlowError) as exc:
+                raise LinkBroken(f"websocket handshake with {parts.netloc} failed: {exc}") from exc
+            try:
+                yield ws
+            finally:
+                with trio.move_on_after(2) as cleanup:
+                    cleanup.shield = True
+                    await ws.aclose()
+                nursery.cancel_scope.cancel()
+    except trio_websocket.HandshakeError as exc:  # e.g. rejected by the reader task
+        raise LinkBroken(f"websocket handshake with {parts.netloc} failed: {exc!r}") from exc
+    finally:
+        await trio.aclose_forcefully(stream)
 
 
 class StreamTransport:
