@@ -3,14 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import stat
-import subprocess
-import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -18,27 +12,15 @@ import pytest
 import trio
 
 from protocol.event import parse_event
-
-TALAS = [sys.executable, "-m", "node.cli"]
-
-
-def talas(
-    data: Path, *args: str, stdin: bytes | None = None, timeout: float = 60
-) -> subprocess.CompletedProcess[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
-    return subprocess.run(
-        [*TALAS, "--data", str(data), *args],
-        input=stdin,
-        capture_output=True,
-        timeout=timeout,
-        env=env,
-        check=False,
-    )
-
-
-def ok(result: subprocess.CompletedProcess[bytes]) -> str:
-    assert result.returncode == 0, result.stderr.decode()
-    return result.stdout.decode()
+from tests.processes import (
+    TALAS,
+    clean_env,
+    ok,
+    read_rest,
+    running_node,
+    talas,
+    talas_async,
+)
 
 
 @pytest.fixture
@@ -200,71 +182,6 @@ def test_bench_ingest_prints_json_last(tmp_path: Path) -> None:
 # -- the running node -----------------------------------------------------------
 
 
-@dataclass
-class Running:
-    process: trio.Process
-    url: str
-    lines: list[str]
-
-
-@asynccontextmanager
-async def running_node(data: Path, *extra: str) -> AsyncIterator[Running]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
-    process = await trio.lowlevel.open_process(
-        [
-            *TALAS,
-            "--data",
-            str(data),
-            "run",
-            "--http",
-            "127.0.0.1:0",
-            "--p2p",
-            "127.0.0.1:0",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-    )
-    assert process.stdout is not None
-    buffer = b""
-    lines: list[str] = []
-    try:
-        with trio.fail_after(30):
-            while "web UI" not in "".join(lines):
-                chunk = await process.stdout.receive_some(4096)
-                assert chunk, f"node exited early: {lines} {buffer.decode()}"
-                buffer += chunk
-                *complete, rest = buffer.split(b"\n")
-                buffer = rest
-                lines += [c.decode() for c in complete]
-        url = next(line.split()[-1] for line in lines if "web UI" in line)
-        yield Running(process, url, lines)
-    finally:
-        if process.returncode is None:
-            process.kill()
-        with trio.move_on_after(10):
-            await process.wait()
-
-
-async def _read_rest(process: trio.Process) -> str:
-    assert process.stdout is not None
-    chunks = []
-    with trio.fail_after(20):
-        while chunk := await process.stdout.receive_some(4096):
-            chunks.append(chunk)
-    return b"".join(chunks).decode()
-
-
-async def _talas_async(data: Path, *args: str) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
-    with trio.fail_after(30):
-        result = await trio.run_process(
-            [*TALAS, "--data", str(data), *args], capture_stdout=True, capture_stderr=True, env=env
-        )
-    return result.stdout.decode()
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 async def test_run_serves_api_sees_cli_posts_and_stops_cleanly(
     tmp_path: Path, signum: signal.Signals
@@ -276,14 +193,14 @@ async def test_run_serves_api_sees_cli_posts_and_stops_cleanly(
             with trio.fail_after(10):
                 info = (await client.get("/api/v1/node")).json()
                 page = await client.get("/")
-            ident = json.loads(await _talas_async(data, "id"))
+            ident = json.loads(await talas_async(data, "id"))
             assert info["node_id"] == ident["node_id"]
             assert ident["addresses"]["http"] == node.url
             assert info["events"] == {"count": 0, "latest": None}
             assert page.headers["content-security-policy"].startswith("default-src 'none'")
             assert info["node_id"] in page.text
 
-            event_id = (await _talas_async(data, "post", "made while the node runs")).strip()
+            event_id = (await talas_async(data, "post", "made while the node runs")).strip()
             start = trio.current_time()
             with trio.fail_after(5):
                 while True:
@@ -304,17 +221,17 @@ async def test_run_serves_api_sees_cli_posts_and_stops_cleanly(
         assert "already running" in second
 
         node.process.send_signal(signum)
-        rest = await _read_rest(node.process)
+        rest = await read_rest(node.process)
         with trio.fail_after(10):
             code = await node.process.wait()
         assert code == 0, rest
         assert "stopped" in rest
-    ident = json.loads(await _talas_async(data, "id"))
+    ident = json.loads(await talas_async(data, "id"))
     assert ident["addresses"] == {}
 
 
 async def _talas_run_refused(data: Path) -> str:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
+    env = clean_env()
     with trio.fail_after(30):
         result = await trio.run_process(
             [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0"],
