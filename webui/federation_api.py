@@ -39,6 +39,9 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
     def writer(handler: Handler) -> Handler:
         @wraps(handler)
         async def guarded(*args: Any, **kwargs: Any) -> Response:
+            # Read the (size-capped) body before answering, even with a refusal:
+            # answering first leaves unread bytes on a keep-alive connection.
+            await request.get_data()
             given = request.headers.get("Authorization", "")
             expected = f"Bearer {api_token}"
             if not hmac.compare_digest(given.encode(), expected.encode()):
