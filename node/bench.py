@@ -112,11 +112,25 @@ def bench_ingest(events: int, authors: int, workers: int) -> dict[str, float | i
 
 
 def main(args: argparse.Namespace) -> int:
+    figures: dict[str, float | int]
+    if args.bench_name in ("ingest", "sync") and (args.events < 1 or args.authors < 1):
+        print("talas: error: --events and --authors must be >= 1")
+        return 2
     if args.bench_name == "ingest":
-        if args.events < 1 or args.authors < 1:
-            print("talas: error: --events and --authors must be >= 1")
-            return 2
         figures = bench_ingest(args.events, args.authors, args.workers)
+    elif args.bench_name == "sync":
+        from node.bench_sync import bench_sync
+
+        figures = bench_sync(args.events, args.authors, args.workers)
+    elif args.bench_name == "gossip":
+        from node.simulation import bench_gossip
+
+        if args.nodes < 2 or args.degree < 1:
+            print("talas: error: --nodes must be >= 2 and --degree >= 1")
+            return 2
+        figures = bench_gossip(
+            args.nodes, degree=args.degree, events=args.events, follows=args.follows
+        )
     else:  # argparse restricts the names; this is a programming error
         raise AssertionError(args.bench_name)
     print(json.dumps({"bench": args.bench_name, **figures}, sort_keys=True))

@@ -488,6 +488,17 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--authors", type=int, default=50)
     ingest.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     ingest.set_defaults(func=cmd_bench)
+    sync = bsub.add_parser("sync", help="catch-up and re-sync between two nodes on loopback")
+    sync.add_argument("--events", type=int, default=100_000)
+    sync.add_argument("--authors", type=int, default=100)
+    sync.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    sync.set_defaults(func=cmd_bench)
+    gossip = bsub.add_parser("gossip", help="simulated federation over in-memory links")
+    gossip.add_argument("--nodes", type=int, default=200)
+    gossip.add_argument("--degree", type=int, default=6)
+    gossip.add_argument("--events", type=int, default=200)
+    gossip.add_argument("--follows", type=int, default=20)
+    gossip.set_defaults(func=cmd_bench)
     return parser
 
 
