@@ -31,7 +31,7 @@ from node.datadir import DataDir
 from node.errors import LocalError, StoreError
 from node.identity import Identity
 from node.ingest import VerifyPool
-from node.store import Store, StoredEvent
+from node.store import EventRef, Store
 from protocol.keys import SigningKey
 
 if TYPE_CHECKING:
@@ -74,25 +74,25 @@ class Node:
     blobs: BlobStore
     node_key: SigningKey
     addresses: dict[str, str] = field(default_factory=dict)
-    latest: StoredEvent | None = None
+    latest: EventRef | None = None
     event_count: int = 0
     started_ms: int = field(default_factory=now_ms)
     federation: Federation | None = None
     passphrase: bytes | None = None
     api_token: str = ""
-    _listeners: list[Callable[[list[StoredEvent]], None]] = field(default_factory=list)
+    _listeners: list[Callable[[list[EventRef]], None]] = field(default_factory=list)
     _poke: trio.Event = field(default_factory=trio.Event)
 
     def info(self) -> dict[str, Any]:
         latest = None
         if self.latest is not None:
-            event = self.latest.event
+            ref = self.latest
             latest = {
-                "id": event.id,
-                "author": event.author,
-                "seq": event.seq,
-                "kind": event.kind,
-                "arrival": self.latest.arrival,
+                "id": ref.id,
+                "author": ref.author,
+                "seq": ref.seq,
+                "kind": ref.kind,
+                "arrival": ref.arrival,
             }
         return {
             "node_id": self.node_id,
@@ -111,7 +111,7 @@ class Node:
         """One of this node's author keys, unlocked with the passphrase given at start."""
         return self.identity.author_key(name, self.passphrase)
 
-    def add_listener(self, listener: Callable[[list[StoredEvent]], None]) -> None:
+    def add_listener(self, listener: Callable[[list[EventRef]], None]) -> None:
         """Call ``listener`` (synchronously; it must not block) with each run of new events."""
         self._listeners.append(listener)
 
@@ -124,7 +124,7 @@ class Node:
             await self._poke.wait()
         self._poke = trio.Event()
 
-    def observe(self, events: list[StoredEvent]) -> None:
+    def observe(self, events: list[EventRef]) -> None:
         self.latest = events[-1]
         self.event_count += len(events)
         for listener in list(self._listeners):
@@ -179,7 +179,7 @@ async def open_node(
         )
         latest = await trio.to_thread.run_sync(store.latest_arrival)
         if latest:
-            found = await trio.to_thread.run_sync(lambda: store.since(latest - 1, limit=1))
+            found = await trio.to_thread.run_sync(partial(store.refs_since, latest - 1, limit=1))
             node.latest = found[0] if found else None
         yield node
     finally:
@@ -196,7 +196,9 @@ async def watch_store(node: Node, *, task_status: trio.TaskStatus[None]) -> None
     task_status.started()
     while True:
         await node.wait_for_poke(WATCH_INTERVAL)
-        while fresh := await trio.to_thread.run_sync(partial(node.store.since, last, limit=2000)):
+        while fresh := await trio.to_thread.run_sync(
+            partial(node.store.refs_since, last, limit=2000)
+        ):
             last = fresh[-1].arrival
             node.observe(fresh)
 

@@ -32,7 +32,7 @@ from node.peerlink import (
 )
 from node.ratelimit import RateLimiter
 from node.replication import PeerSession, backoff_delays
-from node.store import StoredEvent
+from node.store import EventRef
 from protocol.feed import FeedHead
 from protocol.messages import Goodbye
 
@@ -78,10 +78,9 @@ class Federation:
     def remember_scope(self, authors: list[str]) -> None:
         peerstore.remember_scope(self.node.store, authors, now_ms())
 
-    def on_new_events(self, events: list[StoredEvent]) -> None:
-        authors = {stored.event.author for stored in events}
-        for stored in events:
-            event = stored.event
+    def on_new_events(self, events: list[EventRef]) -> None:
+        authors = {event.author for event in events}
+        for event in events:
             known = self.heads_cache.get(event.author)
             if known is None or event.seq > known.seq:
                 self.heads_cache[event.author] = FeedHead(event.author, event.seq, event.id)
@@ -130,6 +129,8 @@ class Federation:
         for peer_id, session in list(self.sessions.items()):
             if peer_id in self.blocked_nodes:
                 session.close(LinkClosed("node blocked"))
+            elif session.their_scope is not None and session.their_scope & self.blocked_authors:
+                session.their_scope = session.their_scope - self.blocked_authors
         if scope != self.scope:
             self.scope = scope
             self.scope_digest = peerstore.scope_hash(scope)
@@ -212,6 +213,8 @@ class Federation:
         except (TalasError, trio_websocket.HandshakeError) as exc:
             if not isinstance(exc, LinkClosed):
                 _log(f"inbound link from {client} ended: {_describe(exc)}")
+        except Exception as exc:  # one bad link must never stop the listener
+            _log(f"inbound link from {client} failed: {exc!r}")
 
     # -- dialers -----------------------------------------------------------------
 
@@ -315,5 +318,8 @@ class Federation:
                     if group.subgroup(lambda e: isinstance(e, trio.Cancelled)) is not None:
                         raise
                     state, error = "disconnected", _describe(group)
+                except Exception as exc:  # keep dialling whatever the peer did
+                    state, error = "failed", repr(exc)
+                    _log(f"link to {address} failed: {error}")
                 await self._record(address, state, error=error)
                 await trio.sleep(next(delays) * random.uniform(0.8, 1.2))  # noqa: S311

@@ -47,6 +47,9 @@ class ImportResult:
     rejected: list[Rejection] = field(default_factory=list)
     already_known: int = 0
     unsolicited: int = 0  # valid-looking events by authors we do not replicate
+    held_by_sender: dict[str, int] = field(default_factory=dict)
+    """Highest seq per author among events we already held (verified earlier): the
+    sender evidently holds them too, even though nothing new was stored."""
 
     @property
     def accepted(self) -> int:
@@ -196,6 +199,9 @@ def ingest_stream(
                 result.unsolicited += 1
             elif event.id in known or event.id in fresh:
                 result.already_known += 1
+                if event.id in known:
+                    best = result.held_by_sender.get(event.author, 0)
+                    result.held_by_sender[event.author] = max(best, event.seq)
                 earlier = fresh.get(event.id)
                 if earlier is not None and earlier[1].body is None and event.body is not None:
                     fresh[event.id] = (number, event)  # keep the copy that has the body

@@ -16,8 +16,9 @@ from urllib.parse import urlsplit
 from node.store import Store
 from protocol.event import is_hex32
 
-ADDRESS_PATTERN = re.compile(r"wss?://[^/\s#?]+(?::\d+)?/?\Z")
+ADDRESS_PATTERN = re.compile(r"ws://[^/\s#?]+(?::\d+)?/?\Z")  # no TLS: Noise encrypts
 P2P_PATH = "/talas/p2p/1"
+MAX_REMEMBERED_SCOPES = 1000
 
 
 @dataclass(frozen=True)
@@ -171,6 +172,11 @@ def remember_scope(store: Store, authors: list[str], now_ms: int) -> str:
         conn.execute(
             "INSERT OR REPLACE INTO scopes (hash, authors, seen) VALUES (?, ?, ?)",
             (digest, json.dumps(sorted(authors)), now_ms),
+        )
+        conn.execute(
+            "DELETE FROM scopes WHERE hash NOT IN"
+            " (SELECT hash FROM scopes ORDER BY seen DESC LIMIT ?)",
+            (MAX_REMEMBERED_SCOPES,),
         )
     return digest
 

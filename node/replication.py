@@ -31,7 +31,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -39,6 +38,7 @@ import trio
 from node.errors import LinkBroken, LinkClosed, PeerMisbehaved, TalasError
 from node.peerlink import PeerLink
 from node.ratelimit import RateLimiter
+from protocol.errors import ProtocolError
 from protocol.feed import FeedHead
 from protocol.messages import (
     Events,
@@ -150,6 +150,8 @@ class PeerSession:
             await task()
         except TalasError as exc:
             self.close(exc)
+        except ProtocolError as exc:  # e.g. a message we could not frame: end this link only
+            self.close(PeerMisbehaved(f"protocol error on this link: {exc}"))
 
     async def _send(self, message: Message) -> None:
         self._last_sent = trio.current_time()
@@ -170,13 +172,15 @@ class PeerSession:
 
     async def _reader(self) -> None:
         limiter = RateLimiter(rate=RECEIVE_BYTES_PER_S, burst=2 * RECEIVE_BYTES_PER_S)
+        received_before = self.link.bytes_received
         while True:
             with trio.move_on_after(IDLE_TIMEOUT) as idle:
                 message = await self.link.receive()
             if idle.cancelled_caught:
                 raise LinkBroken(f"no message from the peer for {IDLE_TIMEOUT:.0f}s")
-            size = sum(map(len, message.events)) if isinstance(message, Events) else 0
-            if size and not limiter.allow("peer", trio.current_time(), size):
+            size = self.link.bytes_received - received_before
+            received_before = self.link.bytes_received
+            if not limiter.allow("peer", trio.current_time(), size):
                 await trio.sleep(min(5.0, limiter.retry_after("peer", size)))
             await self._handle(message)
 
@@ -233,41 +237,64 @@ class PeerSession:
         self.stats.unsolicited_events += result.unsolicited
         self.stats.invalid_events += len(result.rejected)
         if self.their_scope is not None:
-            for event in result.report.accepted:
-                if event.author in self.their_scope:
-                    known = self.their_known.get(event.author, 0)
-                    self.their_known[event.author] = max(known, event.seq)
+            sent = [(e.author, e.seq) for e in result.report.accepted]
+            for author, seq in [*sent, *result.held_by_sender.items()]:
+                if author in self.their_scope:
+                    self.their_known[author] = max(self.their_known.get(author, 0), seq)
         if self.stats.invalid_events > MAX_INVALID_EVENTS:
             await self._send(Goodbye("too many invalid events"))
             raise PeerMisbehaved(f"peer sent {self.stats.invalid_events} invalid events")
 
     async def _sender(self) -> None:
-        store = self.federation.node.store
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
             while self._dirty:
-                batch: list[bytes] = []
-                size = 0
-                for author in sorted(self._dirty):
-                    room = BATCH_EVENTS - len(batch)
-                    known = self.their_known.get(author, 0)
-                    rows = await trio.to_thread.run_sync(
-                        partial(store.events_after, author, known, limit=room)
-                    )
-                    if len(rows) < room:
-                        self._dirty.discard(author)
-                    if rows:
-                        self.their_known[author] = rows[-1][0]
-                        batch += [raw for _, raw in rows]
-                        size += sum(len(raw) for _, raw in rows)
-                    if len(batch) >= BATCH_EVENTS or size >= BATCH_BYTES:
-                        break
+                # Take the authors out of the dirty set *before* reading: an event
+                # stored meanwhile marks its author dirty again, so no wake-up is lost.
+                wanted = [(a, self.their_known.get(a, 0)) for a in sorted(self._dirty)]
+                self._dirty.difference_update(a for a, _ in wanted)
+                batch, advanced, more = await trio.to_thread.run_sync(self._collect, wanted)
+                for author, seq in advanced.items():
+                    self.their_known[author] = max(self.their_known.get(author, 0), seq)
+                self._dirty.update(more)
                 if batch:
                     await self._send(Events(batch))
                     self.stats.events_sent += len(batch)
             if self.stats.caught_up_at is None and self.their_scope is not None:
                 self.stats.caught_up_at = trio.current_time()
+
+    def _collect(
+        self, wanted: list[tuple[str, int]]
+    ) -> tuple[list[bytes], dict[str, int], set[str]]:
+        """Read the next batch from the store (in a worker thread; touches no session state).
+
+        Returns the batch (at most BATCH_EVENTS events and BATCH_BYTES bytes, but
+        always at least one event), the last seq taken per author, and the
+        authors that still have more to send.
+        """
+        store = self.federation.node.store
+        batch: list[bytes] = []
+        size = 0
+        advanced: dict[str, int] = {}
+        more: set[str] = set()
+        for index, (author, known) in enumerate(wanted):
+            room = BATCH_EVENTS - len(batch)
+            if room <= 0 or size >= BATCH_BYTES:
+                more.update(a for a, _ in wanted[index:])
+                break
+            rows = store.events_after(author, known, limit=room)
+            taken = 0
+            for seq, raw in rows:
+                if batch and size + len(raw) > BATCH_BYTES:
+                    break
+                batch.append(raw)
+                size += len(raw)
+                advanced[author] = seq
+                taken += 1
+            if taken < len(rows) or len(rows) == room:
+                more.add(author)
+        return batch, advanced, more
 
 
 def backoff_delays(initial: float = 0.5, maximum: float = 60.0) -> Iterable[float]:

@@ -124,6 +124,17 @@ class IngestReport:
         self.refused += other.refused
 
 
+@dataclass(frozen=True, slots=True)
+class EventRef:
+    """What watchers need of a newly stored event, read without decoding it."""
+
+    arrival: int
+    id: str
+    author: str
+    seq: int
+    kind: str
+
+
 @dataclass(frozen=True)
 class StoredEvent:
     arrival: int
@@ -489,6 +500,17 @@ class Store:
         rows = self.query("SELECT max(arrival) FROM events")
         value = rows[0][0]
         return int(value) if isinstance(value, int) else 0
+
+    def refs_since(self, arrival: int, *, limit: int = 1000) -> list[EventRef]:
+        """References to events that arrived after ``arrival``, oldest first (no decoding)."""
+        rows = self.query(
+            "SELECT arrival, id, author, seq, kind FROM events WHERE arrival > ?"
+            " ORDER BY arrival LIMIT ?",
+            (arrival, limit),
+        )
+        return [
+            EventRef(int(str(a)), str(i), str(w), int(str(s)), str(k)) for a, i, w, s, k in rows
+        ]
 
     def since(self, arrival: int, *, limit: int = 1000) -> list[StoredEvent]:
         """Events that arrived after ``arrival``, oldest first."""

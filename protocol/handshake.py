@@ -35,6 +35,7 @@ from typing import Any
 from noise.connection import Keypair, NoiseConnection
 from noise.exceptions import NoiseInvalidMessage, NoiseMaxNonceError
 
+from protocol.canonical import parse_strict
 from protocol.errors import ProtocolError
 from protocol.keys import SigningKey, verify
 
@@ -82,19 +83,19 @@ def check_identity_payload(payload: bytes, static_public: bytes) -> str:
     if len(payload) > MAX_PAYLOAD:
         raise HandshakeError("identity payload too large")
     try:
-        body: Any = json.loads(payload)
+        body: Any = parse_strict(payload, max_bytes=MAX_PAYLOAD, max_depth=2)
         node_hex, sig_hex, version = body["node"], body["sig"], body["v"]
         node = bytes.fromhex(node_hex)
         sig = bytes.fromhex(sig_hex)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ProtocolError, ValueError, KeyError, TypeError) as exc:
         raise HandshakeError(f"malformed identity payload: {exc}") from exc
-    if version != PAYLOAD_VERSION or not isinstance(node_hex, str) or node_hex != node.hex():
+    if type(version) is not int or version != PAYLOAD_VERSION or node_hex != node.hex():
         raise HandshakeError("unsupported or non-canonical identity payload")
     try:
         verify(node, STATIC_KEY_DOMAIN + static_public, sig)
     except ProtocolError as exc:
         raise HandshakeError(f"peer cannot prove node id {node_hex}: {exc}") from exc
-    return node_hex
+    return node.hex()
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from protocol.errors import ProtocolError
 
 MAX_MESSAGE = 4 * 1024 * 1024
 MAX_EVENTS_PER_BATCH = 4096
-MAX_VECTOR_AUTHORS = 100_000
+MAX_VECTOR_AUTHORS = 50_000  # ~3.7 MB of JSON: a full vector fits in MAX_MESSAGE
 CHUNK_PLAINTEXT = 65535 - 16 - 1
 _MORE, _LAST = 0x01, 0x00
 _CONTROL, _EVENTS = 0x01, 0x02
@@ -145,9 +145,9 @@ def decode(data: bytes) -> Message:
     if kind != _CONTROL:
         raise FramingError(f"unknown message type {kind}")
     try:
-        body = json.loads(data[1:])
-    except (ValueError, RecursionError) as exc:
-        raise FramingError(f"control message is not JSON: {exc}") from exc
+        body = json.loads(data[1:].decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise FramingError(f"control message is not UTF-8 JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise FramingError("control message must be an object")
     return _decode_control(body)
@@ -162,7 +162,9 @@ def _decode_control(body: dict[str, Any]) -> Message:
         case "vector":
             heads = body.get("heads")
             if not isinstance(heads, dict) or len(heads) > MAX_VECTOR_AUTHORS:
-                raise FramingError("vector heads must be an object of at most 100000 authors")
+                raise FramingError(
+                    f"vector heads must be an object of at most {MAX_VECTOR_AUTHORS} authors"
+                )
             for author, seq in heads.items():
                 _hex32(author, "vector author")
                 if type(seq) is not int or not 0 <= seq < 2**53:
@@ -224,6 +226,9 @@ class Reassembler:
         """Add one decrypted chunk; return a whole message when it completes."""
         if not chunk or chunk[0] not in (_MORE, _LAST):
             raise FramingError("bad chunk flag")
+        if chunk[0] == _MORE and len(chunk) - 1 < CHUNK_PLAINTEXT:
+            # Only the last chunk may be short: this also bounds the chunk count.
+            raise FramingError("a non-final chunk must be full")
         self._size += len(chunk) - 1
         if self._size > MAX_MESSAGE:
             raise FramingError(f"message exceeds {MAX_MESSAGE} bytes")

@@ -382,6 +382,36 @@ def _oversized(static: bytes) -> bytes:
     return json.dumps({**body, "pad": "x" * MAX_PAYLOAD}).encode()
 
 
+def _duplicate_node(static: bytes) -> bytes:
+    """Bob's valid payload with a first ``node`` member naming Mallory: a lenient parser
+    keeps the last member and a strict one refuses, so parsers could disagree on who
+    spoke; the payload MUST be refused."""
+    honest = identity_payload(BOB, static)
+    assert honest.startswith(b'{"node":')
+    return b'{"node":"' + MALLORY.id.encode() + b'",' + honest[1:]
+
+
+def _nested_member(value: bytes) -> Callable[[bytes], bytes]:
+    """Bob's valid payload with one extra member ``x`` holding ``value`` (raw JSON)."""
+
+    def payload(static: bytes) -> bytes:
+        honest = identity_payload(BOB, static)
+        return honest[:-1] + b',"x":' + value + b"}"
+
+    return payload
+
+
+def _version_literal(literal: bytes) -> Callable[[bytes], bytes]:
+    """Bob's valid payload with ``v`` written as the raw JSON ``literal``."""
+
+    def payload(static: bytes) -> bytes:
+        honest = identity_payload(BOB, static)
+        assert honest.endswith(b',"v":1}')
+        return honest[: -len(b"1}")] + literal + b"}"
+
+    return payload
+
+
 FORGED_PAYLOADS: dict[str, Callable[[bytes], bytes]] = {
     "signs another static key": _signs_other_static,
     "claims a node id it cannot sign for": _claims_bob_signed_by_mallory,
@@ -397,6 +427,10 @@ FORGED_PAYLOADS: dict[str, Callable[[bytes], bytes]] = {
     "short sig": lambda static: json.dumps({"node": BOB.id, "sig": "00", "v": 1}).encode(),
     "short node": lambda static: json.dumps({"node": "00", "sig": "00" * 64, "v": 1}).encode(),
     "non-string node": lambda static: json.dumps({"node": 7, "sig": "00", "v": 1}).encode(),
+    "duplicate node member": _duplicate_node,
+    "nesting deeper than 2": _nested_member(b"[[1]]"),
+    "lone surrogate": _nested_member(b'"\\ud800"'),
+    "byte order mark": lambda static: b"\xef\xbb\xbf" + identity_payload(BOB, static),
 }
 
 
@@ -439,31 +473,47 @@ def test_message_1_must_not_carry_a_payload() -> None:
     assert victim.state is State.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=RecursionError,
-    reason="bug: check_identity_payload (protocol/handshake.py:85-89) catches ValueError, "
-    "KeyError and TypeError from json.loads but not RecursionError, so a deeply nested "
-    "payload escapes Handshake.receive as RecursionError instead of HandshakeError",
-)
 def test_deeply_nested_identity_payload_is_a_handshake_error() -> None:
     victim = initiator()
     m2 = forged_message_2(victim, lambda static: b"[" * MAX_PAYLOAD)
-    with pytest.raises(HandshakeError):
+    with pytest.raises(HandshakeError, match="malformed identity payload"):
         victim.receive(m2)
+    assert victim.state is State.FAILED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="leniency: check_identity_payload (protocol/handshake.py:91) compares "
-    "version != 1 with Python equality, so v=true and v=1.0 pass as version 1",
-)
-@pytest.mark.parametrize("version", [True, 1.0])
-def test_identity_version_must_be_the_integer_1(version: object) -> None:
+@pytest.mark.parametrize("depth", [3, 4, 100, 400])
+def test_identity_payload_nesting_is_capped_at_depth_2(depth: int) -> None:
+    value = b"[" * (depth - 1) + b"]" * (depth - 1)
+    with pytest.raises(HandshakeError, match="nesting"):
+        check_identity_payload(_nested_member(value)(bytes(32)), bytes(32))
+
+
+@pytest.mark.parametrize("value", [b"7", b'[1,"two",null]', b'{"k":"v"}', b"[]"])
+def test_unknown_identity_members_up_to_depth_2_are_ignored(value: bytes) -> None:
     victim = initiator()
-    m2 = forged_message_2(victim, _version(version))
+    m2 = forged_message_2(victim, _nested_member(value))
+    assert victim.receive(m2) is not None
+    assert victim.established().peer_id == BOB.id
+
+
+@pytest.mark.parametrize(
+    "literal", [b"true", b"false", b'"1"', b"null", b"[1]", b"{}", b"0", b"-1", b"1.5", b"1e400"]
+)
+def test_identity_version_must_be_the_integer_1(literal: bytes) -> None:
+    victim = initiator()
+    m2 = forged_message_2(victim, _version_literal(literal))
     with pytest.raises(HandshakeError):
         victim.receive(m2)
+    assert victim.state is State.FAILED
+
+
+@pytest.mark.parametrize("literal", [b"1", b"1.0", b"1e0", b"10E-1", b"0.1e1"])
+def test_identity_version_may_be_any_spelling_of_the_integer_1(literal: bytes) -> None:
+    """JSON has one number type: 1.0 and 1e0 are the integer 1 (specs/protocol.md §3.1)."""
+    victim = initiator()
+    m2 = forged_message_2(victim, _version_literal(literal))
+    assert victim.receive(m2) is not None
+    assert victim.established().peer_id == BOB.id
 
 
 # -- pinned ids and men in the middle -------------------------------------------------

@@ -1,10 +1,12 @@
 """The peer link over real transports (node.peerlink), under trio.
 
 Most tests run :func:`establish` on both ends of ``trio.testing.memory_stream_pair``
-through :class:`StreamTransport`; one runs it over a real WebSocket on
-127.0.0.1.  Hostile peers drive :class:`protocol.handshake.Handshake` (or bare
-``noiseprotocol``) by hand so they can send whatever bytes they like.  Every
-wait on the network is bounded by ``trio.fail_after``.
+through :class:`StreamTransport`; some use real WebSockets on 127.0.0.1.  Hostile
+peers drive :class:`protocol.handshake.Handshake` (or bare ``noiseprotocol``) by
+hand so they can send whatever bytes they like.  The last tests run replication
+(:class:`node.replication.PeerSession`, then whole nodes) over links, to pin two
+bugs whose damage shows only there.  Every wait on the network is bounded by
+``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import trio.testing
 import trio_websocket
 from noise.connection import Keypair, NoiseConnection
 
-from node.daemon import open_node, serve_node
+from node import peerstore
+from node.daemon import Node, now_ms, open_node, serve_node
 from node.datadir import DataDir
 from node.errors import LinkBroken, LinkClosed, LinkError, PeerMisbehaved
 from node.peerlink import (
@@ -214,7 +217,14 @@ def test_default_handshake_timeout() -> None:
     assert WEBSOCKET_MAX_MESSAGE == MAX_NOISE_MESSAGE + 64
 
 
-@pytest.mark.parametrize("garbage", [b"", b"\x00" * 31, os.urandom(32) + b"payload", b"x" * 500])
+NOISE_32 = hashlib.sha256(b"noise").digest()
+
+
+@pytest.mark.parametrize(
+    "garbage",
+    [b"", b"\x00" * 31, NOISE_32 + b"payload", b"x" * 500],
+    ids=["empty", "short", "with payload", "long"],
+)
 async def test_garbage_instead_of_message_1_is_misbehaviour(garbage: bytes) -> None:
     left, right = transports()
     with trio.fail_after(WAIT):
@@ -223,7 +233,9 @@ async def test_garbage_instead_of_message_1_is_misbehaviour(garbage: bytes) -> N
             await establish(right, initiator=False, node_key=BOB)
 
 
-@pytest.mark.parametrize("garbage", [b"", os.urandom(32), os.urandom(200)])
+@pytest.mark.parametrize(
+    "garbage", [b"", NOISE_32, NOISE_32 * 6 + b"tail"], ids=["empty", "32 bytes", "196 bytes"]
+)
 async def test_garbage_instead_of_message_2_is_misbehaviour(garbage: bytes) -> None:
     left, right = transports()
 
@@ -377,8 +389,8 @@ async def test_dialling_ourselves_is_refused() -> None:
     strict=True,
     reason="bug: a deeply nested identity payload raises RecursionError in "
     "check_identity_payload (protocol/handshake.py:85-89), which establish "
-    "(node/peerlink.py:182) does not translate: it escapes instead of PeerMisbehaved, "
-    "and Federation._inbound / _dial_forever do not catch it either",
+    "(node/peerlink.py:247, except ProtocolError) does not translate: it escapes "
+    "instead of PeerMisbehaved, and Federation._inbound / _dial_forever do not catch it",
 )
 async def test_a_deeply_nested_identity_payload_is_misbehaviour() -> None:
     left, right = transports()
@@ -650,3 +662,45 @@ async def test_session_pushes_a_feed_of_large_events() -> None:
     got, ended = await _push_feed(raws)
     assert all(isinstance(e, LinkError) for e in ended), ended
     assert got == raws
+
+
+async def test_a_follower_dialling_a_node_with_long_posts_gets_them(tmp_path: Path) -> None:
+    """300 posts of ~17 kB (~5 MB, more than MAX_MESSAGE) must travel in several batches."""
+    crashed: list[tuple[str, object]] = []
+
+    async def run_node(node: Node, *, task_status: trio.TaskStatus[dict[str, str]]) -> None:
+        try:
+            await serve_node(
+                node, http=("127.0.0.1", 0), p2p=("127.0.0.1", 0), task_status=task_status
+            )
+        except* Exception as group:
+            crashed.append((node.name, group))
+
+    async with (
+        open_node(DataDir(tmp_path / "artist"), name="artist") as artist,
+        open_node(DataDir(tmp_path / "fan"), name="fan") as fan,
+    ):
+        key = artist.author_key("default")
+
+        def write_posts() -> None:
+            for n in range(300):
+                text = f"verse {n:03d} " * 1700  # 17 kB, within the 20000 code points
+                artist.store.append_local(key, kind="post", body={"text": text}, now_ms=now_ms())
+            peerstore.set_follow(fan.store, key.id, True, now_ms())
+
+        await trio.to_thread.run_sync(write_posts)
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(run_node, artist)
+                await nursery.start(run_node, fan)
+                address = artist.addresses["p2p"]
+                await trio.to_thread.run_sync(
+                    peerstore.add_peer, fan.store, address, artist.node_id, now_ms()
+                )
+                while fan.store.count() < 300 and not crashed:  # noqa: ASYNC110
+                    await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+        # Read the stores before open_node closes them.
+        assert crashed == []
+        assert fan.store.count() == 300
+        assert fan.store.events_after(key.id, 0) == artist.store.events_after(key.id, 0)
