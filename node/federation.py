@@ -23,7 +23,7 @@ from trio_websocket import WebSocketRequest
 from node import peerstore
 from node.daemon import Node, now_ms
 from node.errors import LinkClosed, LinkError, PeerMisbehaved, TalasError
-from node.ingest import ImportResult, VerifyPool, ingest_stream
+from node.ingest import ImportResult, PreparedBatch, VerifyPool, commit_batch, prepare_batch
 from node.peerlink import (
     WEBSOCKET_MAX_MESSAGE,
     WebSocketTransport,
@@ -87,17 +87,20 @@ class Federation:
         for session in list(self.sessions.values()):
             session.authors_changed(authors)
 
-    async def ingest_from(self, session: PeerSession, raws: list[bytes]) -> ImportResult:
-        """Verify and store a peer's batch, in turn with every other peer."""
-        scope = self.scope
+    async def prepare(self, raws: list[bytes]) -> PreparedBatch:
+        """Decode a peer's batch and start verifying it (no lock: links overlap here)."""
         work = partial(
-            ingest_stream,
+            prepare_batch,
             self.node.store,
             list(enumerate(raws, start=1)),
-            now_ms=now_ms(),
             pool=self.pool,
-            accept_author=scope.__contains__,
+            accept_author=self.scope.__contains__,
         )
+        return await trio.to_thread.run_sync(work)
+
+    async def commit(self, session: PeerSession, prepared: PreparedBatch) -> ImportResult:
+        """Finish verifying and store a prepared batch, in turn with every other peer."""
+        work = partial(commit_batch, self.node.store, prepared, now_ms=now_ms())
         async with self.ingest_lock:
             result = await trio.to_thread.run_sync(work)
         if self.ingest_observer is not None:

@@ -161,6 +161,68 @@ def _chunks(lines: Iterable[tuple[int, bytes]], size: int) -> Iterator[list[tupl
         yield chunk
 
 
+@dataclass
+class PreparedBatch:
+    """A batch decoded, filtered and de-duplicated, its signatures being checked.
+
+    Preparing needs no lock and only reads the store, so a peer link prepares
+    its next batch while the previous one is being committed.
+    """
+
+    result: ImportResult
+    todo: list[tuple[int, Event]]
+    futures: list[concurrent.futures.Future[list[bool]]] | None
+
+
+def prepare_batch(
+    store: Store,
+    lines: Sequence[tuple[int, bytes]],
+    *,
+    pool: VerifyPool | None = None,
+    accept_author: Callable[[str], bool] | None = None,
+) -> PreparedBatch:
+    """Decode and de-duplicate numbered raw events; start verifying them in ``pool``.
+
+    ``accept_author`` drops events by other authors before the signature check
+    (a peer pushing feeds nobody asked for costs a parse, not a verify).
+    """
+    result = ImportResult()
+    decoded, bad = decode_batch(lines)
+    result.rejected.extend(bad)
+    known = store.known_ids([e.id for _, e in decoded])
+    fresh: dict[str, tuple[int, Event]] = {}
+    for number, event in decoded:
+        if accept_author is not None and not accept_author(event.author):
+            result.unsolicited += 1
+        elif event.id in known or event.id in fresh:
+            result.already_known += 1
+            if event.id in known:
+                best = result.held_by_sender.get(event.author, 0)
+                result.held_by_sender[event.author] = max(best, event.seq)
+            earlier = fresh.get(event.id)
+            if earlier is not None and earlier[1].body is None and event.body is not None:
+                fresh[event.id] = (number, event)  # keep the copy that has the body
+        else:
+            fresh[event.id] = (number, event)
+    todo = list(fresh.values())
+    futures = None if pool is None else pool.submit([e for _, e in todo])
+    return PreparedBatch(result, todo, futures)
+
+
+def commit_batch(store: Store, prepared: PreparedBatch, *, now_ms: int) -> ImportResult:
+    """Finish verifying a prepared batch and store what verified, in one transaction."""
+    if prepared.futures is None:
+        good, bad = verify_batch(prepared.todo)
+    else:
+        flags = [flag for f in prepared.futures for flag in f.result()]
+        good, bad = _split(prepared.todo, flags)
+    result = prepared.result
+    result.rejected.extend(bad)
+    result.report.merge(store.ingest(good, now_ms=now_ms))
+    result.rejected.sort(key=lambda r: r.line)
+    return result
+
+
 def ingest_stream(
     store: Store,
     lines: Iterable[tuple[int, bytes]],
@@ -172,52 +234,28 @@ def ingest_stream(
 ) -> ImportResult:
     """Decode, de-duplicate, verify and store numbered raw events, batch by batch.
 
-    ``accept_author`` drops events by other authors before the signature check
-    (a peer pushing feeds nobody asked for costs a parse, not a verify).
+    With a pool, batch *k+1* is decoded while the workers verify batch *k*.
     """
-    result = ImportResult()
-    in_flight: tuple[list[tuple[int, Event]], list[concurrent.futures.Future[list[bool]]]] | None
-    in_flight = None
-
-    def finish(
-        flight: tuple[list[tuple[int, Event]], list[concurrent.futures.Future[list[bool]]]],
-    ) -> None:
-        events, futures = flight
-        flags = [flag for f in futures for flag in f.result()]
-        good, bad = _split(events, flags)
-        result.rejected.extend(bad)
-        result.report.merge(store.ingest(good, now_ms=now_ms))
-
+    total = ImportResult()
+    in_flight: PreparedBatch | None = None
     for chunk in _chunks(lines, batch_size):
-        decoded, bad = decode_batch(chunk)
-        result.rejected.extend(bad)
-        known = store.known_ids([e.id for _, e in decoded])
-        # Within a batch, the first copy of an id is enough.
-        fresh: dict[str, tuple[int, Event]] = {}
-        for number, event in decoded:
-            if accept_author is not None and not accept_author(event.author):
-                result.unsolicited += 1
-            elif event.id in known or event.id in fresh:
-                result.already_known += 1
-                if event.id in known:
-                    best = result.held_by_sender.get(event.author, 0)
-                    result.held_by_sender[event.author] = max(best, event.seq)
-                earlier = fresh.get(event.id)
-                if earlier is not None and earlier[1].body is None and event.body is not None:
-                    fresh[event.id] = (number, event)  # keep the copy that has the body
-            else:
-                fresh[event.id] = (number, event)
+        prepared = prepare_batch(store, chunk, pool=pool, accept_author=accept_author)
         if pool is None:
-            good, bad = verify_batch(list(fresh.values()))
-            result.rejected.extend(bad)
-            result.report.merge(store.ingest(good, now_ms=now_ms))
+            _merge(total, commit_batch(store, prepared, now_ms=now_ms))
             continue
-        todo = list(fresh.values())
-        futures = pool.submit([e for _, e in todo])
         if in_flight is not None:
-            finish(in_flight)
-        in_flight = (todo, futures)
+            _merge(total, commit_batch(store, in_flight, now_ms=now_ms))
+        in_flight = prepared
     if in_flight is not None:
-        finish(in_flight)
-    result.rejected.sort(key=lambda r: r.line)
-    return result
+        _merge(total, commit_batch(store, in_flight, now_ms=now_ms))
+    total.rejected.sort(key=lambda r: r.line)
+    return total
+
+
+def _merge(total: ImportResult, part: ImportResult) -> None:
+    total.report.merge(part.report)
+    total.rejected.extend(part.rejected)
+    total.already_known += part.already_known
+    total.unsolicited += part.unsolicited
+    for author, seq in part.held_by_sender.items():
+        total.held_by_sender[author] = max(total.held_by_sender.get(author, 0), seq)

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from node.errors import LinkBroken, LinkClosed, PeerMisbehaved, TalasError
+from node.ingest import PreparedBatch
 from node.peerlink import PeerLink
 from node.ratelimit import RateLimiter
 from protocol.errors import ProtocolError
@@ -101,6 +102,11 @@ class PeerSession:
     _error: TalasError | None = None
     _last_sent: float = 0.0
 
+    def __post_init__(self) -> None:
+        # One batch queued for the committer while the reader prepares the next:
+        # at most three batches per link in memory.
+        self._prepared_send, self._prepared_receive = trio.open_memory_channel[PreparedBatch](1)
+
     @property
     def peer_id(self) -> str:
         return self.link.peer_id
@@ -139,7 +145,7 @@ class PeerSession:
         """Replicate until the link ends; raise why it ended (LinkError)."""
         with self._cancel:
             async with trio.open_nursery() as nursery:
-                for task in (self._reader, self._sender, self._keepalive):
+                for task in (self._reader, self._committer, self._sender, self._keepalive):
                     nursery.start_soon(self._guard, task)
                 await self._guard(self.send_want)
         if self._error is not None:
@@ -195,7 +201,9 @@ class PeerSession:
             case InSync():
                 self.stats.in_sync_at = trio.current_time()
             case Events():
-                await self._on_events(message)
+                self.stats.events_received += len(message.events)
+                prepared = await self.federation.prepare(message.events)
+                await self._prepared_send.send(prepared)  # waits while a batch is queued
             case Ping(nonce):
                 await self._send(Pong(nonce))
             case Pong():
@@ -230,9 +238,13 @@ class PeerSession:
         self.their_scope = frozenset(a for a in authors if a not in blocked)
         self.their_known = known
 
-    async def _on_events(self, batch: Events) -> None:
-        self.stats.events_received += len(batch.events)
-        result = await self.federation.ingest_from(self, batch.events)
+    async def _committer(self) -> None:
+        """Store prepared batches in order, while the reader prepares the next one."""
+        async for prepared in self._prepared_receive:
+            await self._on_prepared(prepared)
+
+    async def _on_prepared(self, prepared: PreparedBatch) -> None:
+        result = await self.federation.commit(self, prepared)
         self.stats.events_accepted += result.accepted
         self.stats.unsolicited_events += result.unsolicited
         self.stats.invalid_events += len(result.rejected)

@@ -217,11 +217,23 @@ class Store:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         self._lock = threading.RLock()
         self._migrate()
+        # Reads use their own connection: under WAL they see the last commit and
+        # never wait for a write transaction in progress on the other one.
+        try:
+            self._reader = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+            self._reader.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error as exc:
+            self._conn.close()
+            raise StoreError(f"cannot open database {path}: {exc}") from exc
+        self._read_lock = threading.Lock()
 
     # -- plumbing -----------------------------------------------------------
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._read_lock:
+            self._reader.close()
             self._conn.close()
 
     @contextmanager
@@ -244,9 +256,10 @@ class Store:
                 raise StoreError(f"{self.path}: commit failed: {exc}") from exc
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[object, ...]]:
-        with self._lock:
+        """A read of committed data (never of a write transaction in progress)."""
+        with self._read_lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return self._reader.execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: query failed: {exc}") from exc
 

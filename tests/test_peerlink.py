@@ -4,9 +4,9 @@ Most tests run :func:`establish` on both ends of ``trio.testing.memory_stream_pa
 through :class:`StreamTransport`; some use real WebSockets on 127.0.0.1.  Hostile
 peers drive :class:`protocol.handshake.Handshake` (or bare ``noiseprotocol``) by
 hand so they can send whatever bytes they like.  The last tests run replication
-(:class:`node.replication.PeerSession`, then whole nodes) over links, to pin two
-bugs whose damage shows only there.  Every wait on the network is bounded by
-``trio.fail_after``.
+(:class:`node.replication.PeerSession`, then whole nodes) over links: batch limits
+and the containment of one link's failure show only there.  Every wait on the
+network is bounded by ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from node.peerlink import (
     open_websocket_client,
 )
 from node.peerstore import P2P_PATH, scope_hash
-from node.replication import PeerSession
+from node.replication import BATCH_BYTES, BATCH_EVENTS, PeerSession
 from protocol.canonical import MAX_EVENT_BYTES
 from protocol.handshake import (
     MAX_NOISE_MESSAGE,
@@ -385,13 +385,6 @@ async def test_dialling_ourselves_is_refused() -> None:
             await left.aclose()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a deeply nested identity payload raises RecursionError in "
-    "check_identity_payload (protocol/handshake.py:85-89), which establish "
-    "(node/peerlink.py:247, except ProtocolError) does not translate: it escapes "
-    "instead of PeerMisbehaved, and Federation._inbound / _dial_forever do not catch it",
-)
 async def test_a_deeply_nested_identity_payload_is_misbehaviour() -> None:
     left, right = transports()
     results: list[object] = []
@@ -530,13 +523,6 @@ async def test_a_rejected_websocket_upgrade_is_broken() -> None:
             nursery.cancel_scope.cancel()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: one unauthenticated handshake kills the whole node: the RecursionError "
-    "of check_identity_payload (protocol/handshake.py:85-89) escapes establish, "
-    "Federation._inbound (node/federation.py, except TalasError/HandshakeError only), "
-    "trio-websocket's handler and serve_listeners, and ends serve_node's nursery",
-)
 async def test_a_deeply_nested_identity_payload_does_not_kill_the_node(tmp_path: Path) -> None:
     crashed: list[object] = []
     honest: list[object] = []
@@ -614,13 +600,14 @@ class _Federation:
         return None
 
 
-async def _push_feed(raws: list[bytes]) -> tuple[list[bytes], list[object]]:
-    """Bob's PeerSession pushes one author's feed to Alice; return what Alice got."""
+async def _push_feed(raws: list[bytes]) -> tuple[list[list[bytes]], list[object]]:
+    """Bob's PeerSession pushes one author's feed to Alice; return the batches Alice got
+    and how Bob's session ended."""
     author = hex32("a prolific author")
     federation = _Federation(_Node(_Store({author: raws})))
     alice, bob = await link_pair()
     session = PeerSession(bob, cast(Any, federation), initiator=False)
-    got: list[bytes] = []
+    batches: list[list[bytes]] = []
     ended: list[object] = []
 
     async def replicate() -> None:
@@ -633,35 +620,49 @@ async def _push_feed(raws: list[bytes]) -> tuple[list[bytes], list[object]]:
             assert isinstance(await alice.receive(), Want)
             await alice.send(Vector({author: 0}))
             try:
-                while len(got) < len(raws):
+                while sum(map(len, batches)) < len(raws):
                     message = await alice.receive()
                     if isinstance(message, Events):
-                        got += message.events
+                        batches.append(message.events)
             except LinkError:
                 pass
             await alice.aclose()
-    return got, ended
+    return batches, ended
+
+
+def _within_batch_limits(batch: list[bytes]) -> bool:
+    """At least one and at most BATCH_EVENTS events, of at most BATCH_BYTES in all."""
+    return 1 <= len(batch) <= BATCH_EVENTS and sum(map(len, batch)) <= BATCH_BYTES
 
 
 async def test_session_pushes_a_feed_in_batches() -> None:
     raws = [b"%d" % n for n in range(2500)]
-    got, ended = await _push_feed(raws)
-    assert got == raws
+    batches, ended = await _push_feed(raws)
+    assert [e for b in batches for e in b] == raws
+    assert [len(b) for b in batches] == [BATCH_EVENTS, BATCH_EVENTS, 500]
     assert all(isinstance(e, LinkError) for e in ended), ended
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: PeerSession._sender (node/replication.py:253-266) checks BATCH_BYTES only "
-    "after adding up to 1000 rows of one author, so 100 events of 60 kB make a 6 MB batch; "
-    "PeerLink.send's chunks() raises FramingError (> MAX_MESSAGE), which is not a "
-    "TalasError, escapes _guard and kills the session (and, via run_session, the listener)",
-)
 async def test_session_pushes_a_feed_of_large_events() -> None:
+    """100 events of 60 kB (6 MB, over MAX_MESSAGE) leave in batches of at most 1 MiB."""
     raws = [bytes([n]) * 60_000 for n in range(100)]
-    got, ended = await _push_feed(raws)
+    batches, ended = await _push_feed(raws)
     assert all(isinstance(e, LinkError) for e in ended), ended
-    assert got == raws
+    assert [e for b in batches for e in b] == raws
+    assert all(_within_batch_limits(b) for b in batches), [len(b) for b in batches]
+    assert len(batches) == -(-len(raws) // (BATCH_BYTES // 60_000))
+
+
+async def test_a_message_that_cannot_be_framed_ends_the_session_with_an_error() -> None:
+    """An event too large for MAX_MESSAGE (no real store holds one) makes the batch
+    unframeable: the session ends with a LinkError, which the federation handles,
+    instead of letting FramingError escape."""
+    raws = [b"first", bytes(MAX_MESSAGE), b"never sent"]
+    batches, ended = await _push_feed(raws)
+    assert batches == [[b"first"]]
+    (outcome,) = ended
+    assert isinstance(outcome, PeerMisbehaved), repr(outcome)
+    assert "protocol error" in str(outcome)
 
 
 async def test_a_follower_dialling_a_node_with_long_posts_gets_them(tmp_path: Path) -> None:
