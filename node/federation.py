@@ -34,7 +34,7 @@ from node.ratelimit import RateLimiter
 from node.replication import PeerSession, backoff_delays
 from node.store import EventRef
 from protocol.feed import FeedHead
-from protocol.messages import Goodbye
+from protocol.messages import MAX_VECTOR_AUTHORS, Goodbye
 
 SUPERVISE_INTERVAL = 0.5
 CONNECT_TIMEOUT = 5.0
@@ -122,6 +122,12 @@ class Federation:
         frozen = {h.author for h in store.heads() if h.frozen}
         blocks = peerstore.blocked(store)
         wanted = (own | set(peerstore.follows(store))) - frozen - set(blocks)
+        if len(wanted) > MAX_VECTOR_AUTHORS:
+            # A vector must fit in one message: keep our own authors and the
+            # first follows in id order, and say so.
+            follows = sorted(wanted - own)[: MAX_VECTOR_AUTHORS - len(own)]
+            _log(f"following {len(wanted)} authors; replicating {MAX_VECTOR_AUTHORS}")
+            wanted = own | set(follows)
         return frozenset(wanted), blocks, peerstore.list_peers(store)
 
     async def refresh(self) -> list[peerstore.PeerRecord]:

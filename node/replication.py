@@ -101,6 +101,7 @@ class PeerSession:
     _cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     _error: TalasError | None = None
     _last_sent: float = 0.0
+    _vector_requested: bool = False
 
     def __post_init__(self) -> None:
         # One batch queued for the committer while the reader prepares the next:
@@ -186,8 +187,9 @@ class PeerSession:
                 raise LinkBroken(f"no message from the peer for {IDLE_TIMEOUT:.0f}s")
             size = self.link.bytes_received - received_before
             received_before = self.link.bytes_received
-            if not limiter.allow("peer", trio.current_time(), size):
-                await trio.sleep(min(5.0, limiter.retry_after("peer", size)))
+            cost = min(size, limiter.burst)
+            while not limiter.allow("peer", trio.current_time(), cost):  # noqa: ASYNC110 - tokens refill with time
+                await trio.sleep(limiter.retry_after("peer", cost))
             await self._handle(message)
 
     async def _handle(self, message: Message) -> None:
@@ -220,6 +222,7 @@ class PeerSession:
                 self._adopt_scope(authors, {a: h.seq for a, h in heads.items()})
                 await self._send(InSync())
                 return
+        self._vector_requested = True
         await self._send(NeedVector())
 
     async def _send_vector(self) -> None:
@@ -228,6 +231,10 @@ class PeerSession:
         await self._send(Vector({a: heads[a].seq if a in heads else 0 for a in scope}))
 
     async def _on_vector(self, vector: Vector) -> None:
+        if not self._vector_requested:
+            # Each vector is stored (the scope cache): only take the ones we asked for.
+            raise PeerMisbehaved("vector sent without a need_vector request")
+        self._vector_requested = False
         authors = sorted(vector.heads)
         await trio.to_thread.run_sync(self.federation.remember_scope, authors)
         self._adopt_scope(authors, dict(vector.heads))
@@ -264,8 +271,9 @@ class PeerSession:
             while self._dirty:
                 # Take the authors out of the dirty set *before* reading: an event
                 # stored meanwhile marks its author dirty again, so no wake-up is lost.
-                wanted = [(a, self.their_known.get(a, 0)) for a in sorted(self._dirty)]
-                self._dirty.difference_update(a for a, _ in wanted)
+                scope = self.their_scope or frozenset()
+                wanted = [(a, self.their_known.get(a, 0)) for a in sorted(self._dirty & scope)]
+                self._dirty.clear()  # authors outside the scope (blocked since) are dropped
                 batch, advanced, more = await trio.to_thread.run_sync(self._collect, wanted)
                 for author, seq in advanced.items():
                     self.their_known[author] = max(self.their_known.get(author, 0), seq)

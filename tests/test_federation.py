@@ -15,7 +15,7 @@ import trio_websocket
 from node import peerstore
 from node.daemon import Node, now_ms, open_node, serve_node
 from node.datadir import DataDir
-from node.errors import LinkBroken, PeerMisbehaved
+from node.errors import LinkBroken, LinkError, PeerMisbehaved
 from node.peerlink import PeerLink, WebSocketTransport, establish, open_websocket_client
 from protocol.canonical import JSONValue
 from protocol.event import Event, parse_event, sign_event
@@ -372,3 +372,14 @@ async def test_link_refused_for_bad_peer_does_not_crash_node(tmp_path: Path) -> 
                 pass
         info = a.info()
         assert info["node_id"] == a.node_id
+
+
+async def test_unrequested_vector_is_refused_and_not_stored(tmp_path: Path) -> None:
+    async with running(tmp_path, "a") as a:
+        before = len(a.store.query("SELECT hash FROM scopes"))
+        async with raw_link(a, SigningKey(os.urandom(32))) as link:
+            await link.send(Vector({SigningKey(os.urandom(32)).id: 1}))
+            with trio.fail_after(5), pytest.raises(LinkError):
+                while True:
+                    await link.receive()
+        assert len(a.store.query("SELECT hash FROM scopes")) == before

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -26,7 +27,7 @@ import trio.testing
 import trio_websocket
 from noise.connection import Keypair, NoiseConnection
 
-from node import peerstore
+from node import peerstore, replication
 from node.daemon import Node, now_ms, open_node, serve_node
 from node.datadir import DataDir
 from node.errors import LinkBroken, LinkClosed, LinkError, PeerMisbehaved
@@ -585,6 +586,14 @@ class _Node:
     store: _Store
 
 
+async def offer_vector(link: PeerLink, heads: dict[str, int]) -> None:
+    """Play the peer's part: announce an unknown scope, answer the NeedVector."""
+    await link.send(Want("00" * 32, "00" * 32))
+    while not isinstance(await link.receive(), NeedVector):
+        pass
+    await link.send(Vector(heads))
+
+
 @dataclass
 class _Federation:
     node: _Node
@@ -618,7 +627,7 @@ async def _push_feed(raws: list[bytes]) -> tuple[list[list[bytes]], list[object]
         async with trio.open_nursery() as nursery:
             nursery.start_soon(replicate)
             assert isinstance(await alice.receive(), Want)
-            await alice.send(Vector({author: 0}))
+            await offer_vector(alice, {author: 0})
             try:
                 while sum(map(len, batches)) < len(raws):
                     message = await alice.receive()
@@ -663,6 +672,86 @@ async def test_a_message_that_cannot_be_framed_ends_the_session_with_an_error() 
     (outcome,) = ended
     assert isinstance(outcome, PeerMisbehaved), repr(outcome)
     assert "protocol error" in str(outcome)
+
+
+class _GatedStore(_Store):
+    """A store whose every read but the first waits until ``gate`` is set."""
+
+    def __init__(self, events: dict[str, list[bytes]], gate: threading.Event) -> None:
+        super().__init__(events)
+        self.gate = gate
+        self.reads = 0
+
+    def events_after(self, author: str, seq: int, *, limit: int = 1000) -> list[tuple[int, bytes]]:
+        self.reads += 1
+        if self.reads > 1:
+            self.gate.wait(WAIT)
+        return super().events_after(author, seq, limit=limit)
+
+
+async def test_a_blocked_author_stops_being_served_mid_catch_up() -> None:
+    author = hex32("a prolific author")
+    gate = threading.Event()
+    federation = _Federation(_Node(_GatedStore({author: [b"%d" % n for n in range(5000)]}, gate)))
+    alice, bob = await link_pair()
+    session = PeerSession(bob, cast(Any, federation), initiator=False)
+    later: list[list[bytes]] = []
+    try:
+        with trio.fail_after(WAIT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(outcome_of, session.run, [])
+                assert isinstance(await alice.receive(), Want)
+                await offer_vector(alice, {author: 0})
+                first = await alice.receive()
+                assert isinstance(first, Events) and len(first.events) == BATCH_EVENTS
+                # The author gets blocked: what Federation.refresh does to a session.
+                federation.blocked_authors = frozenset({author})
+                assert session.their_scope == frozenset({author})
+                session.their_scope = session.their_scope - federation.blocked_authors
+                gate.set()
+                with trio.move_on_after(1.0):
+                    while True:
+                        message = await alice.receive()
+                        if isinstance(message, Events):
+                            later.append(message.events)
+                nursery.cancel_scope.cancel()
+    finally:
+        gate.set()
+    # At most the batch being read when the block came; not the other 3000 events.
+    assert sum(map(len, later)) <= BATCH_EVENTS, [len(b) for b in later]
+
+
+async def test_the_receive_limiter_holds_a_peer_to_its_rate(
+    mock_clock: trio.testing.MockClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Virtual time: once its burst is spent, a peer's bytes are handled at the set rate.
+
+    The clock jumps only once the session is up: while a worker thread runs (the
+    session's first Want reads the store in one), an autojumping clock races ahead.
+    """
+    rate = 1024  # bytes per second, a power of two: the limiter's float sums stay exact
+    monkeypatch.setattr(replication, "RECEIVE_BYTES_PER_S", rate)
+    federation = _Federation(_Node(_Store({})))
+    alice, bob = await link_pair()
+    session = PeerSession(bob, cast(Any, federation), initiator=False)
+    count = 150
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run)
+            assert isinstance(await alice.receive(), Want)
+            mock_clock.autojump_threshold = 0  # only Pings from now on: no threads
+            start, sent_before = trio.current_time(), alice.bytes_sent
+            for nonce in range(count):
+                await alice.send(Ping(nonce))
+            sent = alice.bytes_sent - sent_before
+            pongs = 0
+            while pongs < count:
+                pongs += isinstance(await alice.receive(), Pong)
+            took = trio.current_time() - start
+            nursery.cancel_scope.cancel()
+    one_ping = sent / count
+    assert sent > 2 * 2 * rate  # well past the burst
+    assert took >= (sent - 2 * rate - one_ping) / rate, (took, sent)
 
 
 async def test_a_follower_dialling_a_node_with_long_posts_gets_them(tmp_path: Path) -> None:
