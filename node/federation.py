@@ -34,7 +34,7 @@ from node.ratelimit import RateLimiter
 from node.replication import PeerSession, backoff_delays
 from node.store import EventRef
 from protocol.feed import FeedHead
-from protocol.messages import MAX_VECTOR_AUTHORS, Goodbye
+from protocol.messages import MAX_INTEREST_AUTHORS, MAX_VECTOR_AUTHORS, Goodbye
 
 SUPERVISE_INTERVAL = 0.5
 CONNECT_TIMEOUT = 5.0
@@ -59,8 +59,10 @@ class Federation:
         self.pool = pool
         self.sessions: dict[str, PeerSession] = {}
         self.ingest_lock = trio.Lock()  # FIFO: peers take turns, none starves
-        self.scope: frozenset[str] = frozenset()
+        self.interest: frozenset[str] = frozenset()  # what we follow or own
+        self.scope: frozenset[str] = frozenset()  # interest + what we relay for peers
         self.scope_digest = peerstore.scope_hash([])
+        self._frozen: frozenset[str] = frozenset()
         self.blocked_authors: frozenset[str] = frozenset()
         self.blocked_nodes: frozenset[str] = frozenset()
         self.heads_cache: dict[str, FeedHead] = {}
@@ -113,39 +115,60 @@ class Federation:
 
     # -- configuration from the database ------------------------------------------------
 
-    def _read_config(self) -> tuple[frozenset[str], dict[str, str], list[peerstore.PeerRecord]]:
+    def _read_config(
+        self,
+    ) -> tuple[frozenset[str], frozenset[str], dict[str, str], list[peerstore.PeerRecord]]:
         store = self.node.store
         own = {
             self.node.identity.author_info(n).public.hex()
             for n in self.node.identity.author_names()
         }
-        frozen = {h.author for h in store.heads() if h.frozen}
+        frozen = frozenset(h.author for h in store.heads() if h.frozen)
         blocks = peerstore.blocked(store)
-        wanted = (own | set(peerstore.follows(store))) - frozen - set(blocks)
-        if len(wanted) > MAX_VECTOR_AUTHORS:
-            # A vector must fit in one message: keep our own authors and the
-            # first follows in id order, and say so.
-            follows = sorted(wanted - own)[: MAX_VECTOR_AUTHORS - len(own)]
-            _log(f"following {len(wanted)} authors; replicating {MAX_VECTOR_AUTHORS}")
-            wanted = own | set(follows)
-        return frozenset(wanted), blocks, peerstore.list_peers(store)
+        interest = (own | set(peerstore.follows(store))) - frozen - set(blocks)
+        if len(interest) > MAX_INTEREST_AUTHORS:
+            # Interest and vectors must fit in one message: keep our own authors
+            # and the first follows in id order, and say so.
+            follows = sorted(interest - own)[: MAX_INTEREST_AUTHORS - len(own)]
+            _log(f"following {len(interest)} authors; replicating {MAX_INTEREST_AUTHORS}")
+            interest = own | set(follows)
+        return frozenset(interest), frozen, blocks, peerstore.list_peers(store)
 
     async def refresh(self) -> list[peerstore.PeerRecord]:
         """Re-read follows, blocks and peers; tell every link when the scope changed."""
-        scope, blocks, peers = await trio.to_thread.run_sync(self._read_config)
+        interest, frozen, blocks, peers = await trio.to_thread.run_sync(self._read_config)
         self.blocked_authors = frozenset(t for t, w in blocks.items() if w == "author")
         self.blocked_nodes = frozenset(t for t, w in blocks.items() if w == "node")
+        self._frozen = frozen
         for peer_id, session in list(self.sessions.items()):
             if peer_id in self.blocked_nodes:
                 session.close(LinkClosed("node blocked"))
             elif session.their_scope is not None and session.their_scope & self.blocked_authors:
                 session.their_scope = session.their_scope - self.blocked_authors
+        if interest != self.interest:
+            self.interest = interest
+            for session in list(self.sessions.values()):
+                await session.send_interest()
+        await self.update_scope()
+        return peers
+
+    async def update_scope(self) -> None:
+        """Scope = our interest + our peers' interests (so we can relay between them).
+
+        Relaying is one hop deep: an Interest lists only what a node follows or
+        owns, never what it relays, so scopes do not snowball across the network.
+        """
+        relay: set[str] = set()
+        for session in self.sessions.values():
+            relay |= session.their_interest
+        relay -= self.blocked_authors | self._frozen | self.interest
+        room = MAX_VECTOR_AUTHORS - len(self.interest)
+        scope = self.interest | frozenset(sorted(relay)[:room])
         if scope != self.scope:
             self.scope = scope
             self.scope_digest = peerstore.scope_hash(scope)
             for session in list(self.sessions.values()):
                 await session.send_want()
-        return peers
 
     # -- sessions -----------------------------------------------------------------
 

@@ -45,6 +45,7 @@ from protocol.messages import (
     Events,
     Goodbye,
     InSync,
+    Interest,
     Message,
     NeedVector,
     Ping,
@@ -95,13 +96,14 @@ class PeerSession:
     address: str | None = None
     their_scope: frozenset[str] | None = None
     their_known: dict[str, int] = field(default_factory=dict)
+    their_interest: frozenset[str] = frozenset()  # what the peer follows or owns
     stats: SessionStats = field(default_factory=SessionStats)
     _dirty: set[str] = field(default_factory=set)
     _wake: trio.Event = field(default_factory=trio.Event)
     _cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     _error: TalasError | None = None
     _last_sent: float = 0.0
-    _vector_requested: bool = False
+    _vectors_requested: int = 0  # need_vector sent and not yet answered
 
     def __post_init__(self) -> None:
         # One batch queued for the committer while the reader prepares the next:
@@ -148,7 +150,7 @@ class PeerSession:
             async with trio.open_nursery() as nursery:
                 for task in (self._reader, self._committer, self._sender, self._keepalive):
                     nursery.start_soon(self._guard, task)
-                await self._guard(self.send_want)
+                await self._guard(self._greet)
         if self._error is not None:
             raise self._error
 
@@ -163,6 +165,13 @@ class PeerSession:
     async def _send(self, message: Message) -> None:
         self._last_sent = trio.current_time()
         await self.link.send(message)
+
+    async def _greet(self) -> None:
+        await self.send_interest()
+        await self.send_want()
+
+    async def send_interest(self) -> None:
+        await self._send(Interest(self.federation.interest))
 
     async def send_want(self) -> None:
         scope = self.federation.scope
@@ -212,6 +221,9 @@ class PeerSession:
                 pass
             case Goodbye(reason):
                 raise LinkClosed(f"peer said goodbye: {reason}")
+            case Interest(authors):
+                self.their_interest = authors
+                await self.federation.update_scope()
 
     async def _on_want(self, want: Want) -> None:
         federation = self.federation
@@ -222,7 +234,7 @@ class PeerSession:
                 self._adopt_scope(authors, {a: h.seq for a, h in heads.items()})
                 await self._send(InSync())
                 return
-        self._vector_requested = True
+        self._vectors_requested += 1
         await self._send(NeedVector())
 
     async def _send_vector(self) -> None:
@@ -231,10 +243,10 @@ class PeerSession:
         await self._send(Vector({a: heads[a].seq if a in heads else 0 for a in scope}))
 
     async def _on_vector(self, vector: Vector) -> None:
-        if not self._vector_requested:
+        if not self._vectors_requested:
             # Each vector is stored (the scope cache): only take the ones we asked for.
             raise PeerMisbehaved("vector sent without a need_vector request")
-        self._vector_requested = False
+        self._vectors_requested -= 1
         authors = sorted(vector.heads)
         await trio.to_thread.run_sync(self.federation.remember_scope, authors)
         self._adopt_scope(authors, dict(vector.heads))

@@ -32,6 +32,7 @@ from protocol.errors import ProtocolError
 
 MAX_MESSAGE = 4 * 1024 * 1024
 MAX_EVENTS_PER_BATCH = 4096
+MAX_INTEREST_AUTHORS = 10_000
 MAX_VECTOR_AUTHORS = 50_000  # ~3.7 MB of JSON: a full vector fits in MAX_MESSAGE
 CHUNK_PLAINTEXT = 65535 - 16 - 1
 _MORE, _LAST = 0x01, 0x00
@@ -90,7 +91,14 @@ class Goodbye:
     reason: str
 
 
-Message = Want | NeedVector | Vector | InSync | Events | Ping | Pong | Goodbye
+@dataclass(frozen=True, slots=True)
+class Interest:
+    """The authors I follow or own (not those I relay): ask your other peers for them."""
+
+    authors: frozenset[str]
+
+
+Message = Want | NeedVector | Vector | InSync | Events | Ping | Pong | Goodbye | Interest
 
 _HEX64 = frozenset("0123456789abcdef")
 
@@ -130,6 +138,8 @@ def encode(message: Message) -> bytes:
             body = {"t": "pong", "n": nonce}
         case Goodbye(reason):
             body = {"t": "bye", "reason": reason[:200]}
+        case Interest(authors):
+            body = {"t": "interest", "authors": sorted(authors)}
     return bytes([_CONTROL]) + json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -179,6 +189,13 @@ def _decode_control(body: dict[str, Any]) -> Message:
         case "bye":
             reason = body.get("reason")
             return Goodbye(reason[:200] if isinstance(reason, str) else "")
+        case "interest":
+            authors = body.get("authors")
+            if not isinstance(authors, list) or len(authors) > MAX_INTEREST_AUTHORS:
+                raise FramingError(
+                    f"interest authors must be a list of at most {MAX_INTEREST_AUTHORS}"
+                )
+            return Interest(frozenset(_hex32(a, "interest author") for a in authors))
         case other:
             raise FramingError(f"unknown control message {str(other)[:40]!r}")
 

@@ -16,12 +16,14 @@ from protocol.handshake import Session
 from protocol.messages import (
     CHUNK_PLAINTEXT,
     MAX_EVENTS_PER_BATCH,
+    MAX_INTEREST_AUTHORS,
     MAX_MESSAGE,
     MAX_VECTOR_AUTHORS,
     Events,
     FramingError,
     Goodbye,
     InSync,
+    Interest,
     Message,
     NeedVector,
     Ping,
@@ -437,3 +439,23 @@ def test_fuzz_reassembler(pieces: list[bytes]) -> None:
             pending = b""
         else:
             assert out is None
+
+
+def test_interest_round_trip_and_limits() -> None:
+    authors = frozenset({"ab" * 32, "cd" * 32})
+    message = Interest(authors)
+    assert decode(encode(message)) == message
+    assert (
+        encode(message)
+        == b'\x01{"t":"interest","authors":["' + b"ab" * 32 + b'","' + b"cd" * 32 + b'"]}'
+    )
+    too_many = (
+        b'\x01{"t":"interest","authors":['
+        + b",".join(b'"%064x"' % i for i in range(MAX_INTEREST_AUTHORS + 1))
+        + b"]}"
+    )
+    with pytest.raises(FramingError, match="at most"):
+        decode(too_many)
+    for bad in (b'{"t":"interest","authors":"ab"}', b'{"t":"interest","authors":["AB"]}'):
+        with pytest.raises(FramingError):
+            decode(b"\x01" + bad)
