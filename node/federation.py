@@ -145,14 +145,14 @@ class Federation:
                 session.close(LinkClosed("node blocked"))
             elif session.their_scope is not None and session.their_scope & self.blocked_authors:
                 session.their_scope = session.their_scope - self.blocked_authors
-        if interest != self.interest:
-            self.interest = interest
+        interest_changed = interest != self.interest
+        self.interest = interest
+        if not await self.update_scope() and interest_changed:
             for session in list(self.sessions.values()):
-                await session.send_interest()
-        await self.update_scope()
+                await session.send_want()  # carries the new interest digest
         return peers
 
-    async def update_scope(self) -> None:
+    async def update_scope(self) -> bool:
         """Scope = our interest + our peers' interests (so we can relay between them).
 
         Relaying is one hop deep: an Interest lists only what a node follows or
@@ -164,11 +164,13 @@ class Federation:
         relay -= self.blocked_authors | self._frozen | self.interest
         room = MAX_VECTOR_AUTHORS - len(self.interest)
         scope = self.interest | frozenset(sorted(relay)[:room])
-        if scope != self.scope:
-            self.scope = scope
-            self.scope_digest = peerstore.scope_hash(scope)
-            for session in list(self.sessions.values()):
-                await session.send_want()
+        if scope == self.scope:
+            return False
+        self.scope = scope
+        self.scope_digest = peerstore.scope_hash(scope)
+        for session in list(self.sessions.values()):
+            await session.send_want()
+        return True
 
     # -- sessions -----------------------------------------------------------------
 

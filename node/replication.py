@@ -38,6 +38,7 @@ import trio
 from node.errors import LinkBroken, LinkClosed, PeerMisbehaved, TalasError
 from node.ingest import PreparedBatch
 from node.peerlink import PeerLink
+from node.peerstore import scope_hash
 from node.ratelimit import RateLimiter
 from protocol.errors import ProtocolError
 from protocol.feed import FeedHead
@@ -47,6 +48,7 @@ from protocol.messages import (
     InSync,
     Interest,
     Message,
+    NeedInterest,
     NeedVector,
     Ping,
     Pong,
@@ -104,6 +106,8 @@ class PeerSession:
     _error: TalasError | None = None
     _last_sent: float = 0.0
     _vectors_requested: int = 0  # need_vector sent and not yet answered
+    _interests_requested: int = 0  # need_interest sent and not yet answered
+    _their_interest_hash: str | None = None
 
     def __post_init__(self) -> None:
         # One batch queued for the committer while the reader prepares the next:
@@ -150,7 +154,7 @@ class PeerSession:
             async with trio.open_nursery() as nursery:
                 for task in (self._reader, self._committer, self._sender, self._keepalive):
                     nursery.start_soon(self._guard, task)
-                await self._guard(self._greet)
+                await self._guard(self.send_want)
         if self._error is not None:
             raise self._error
 
@@ -166,17 +170,12 @@ class PeerSession:
         self._last_sent = trio.current_time()
         await self.link.send(message)
 
-    async def _greet(self) -> None:
-        await self.send_interest()
-        await self.send_want()
-
-    async def send_interest(self) -> None:
-        await self._send(Interest(self.federation.interest))
-
     async def send_want(self) -> None:
-        scope = self.federation.scope
-        heads = await trio.to_thread.run_sync(self.federation.node.store.heads_for, sorted(scope))
-        await self._send(Want(self.federation.scope_digest, vector_hash(heads, scope)))
+        federation = self.federation
+        scope = federation.scope
+        heads = await trio.to_thread.run_sync(federation.node.store.heads_for, sorted(scope))
+        digest = scope_hash(federation.interest)
+        await self._send(Want(federation.scope_digest, vector_hash(heads, scope), digest))
 
     async def _keepalive(self) -> None:
         nonce = 0
@@ -221,12 +220,35 @@ class PeerSession:
                 pass
             case Goodbye(reason):
                 raise LinkClosed(f"peer said goodbye: {reason}")
+            case NeedInterest():
+                await self._send(Interest(self.federation.interest))
             case Interest(authors):
-                self.their_interest = authors
-                await self.federation.update_scope()
+                if not self._interests_requested:
+                    raise PeerMisbehaved("interest sent without a need_interest request")
+                self._interests_requested -= 1
+                listed = sorted(authors)
+                await trio.to_thread.run_sync(self.federation.remember_scope, listed)
+                await self._adopt_interest(authors, scope_hash(listed))
+
+    async def _adopt_interest(self, authors: frozenset[str], digest: str | None) -> None:
+        self._their_interest_hash = digest
+        if authors != self.their_interest:
+            self.their_interest = authors
+            await self.federation.update_scope()
 
     async def _on_want(self, want: Want) -> None:
         federation = self.federation
+        if want.interest_hash != self._their_interest_hash:
+            # Interest lists are cached by digest like scopes: a known one costs nothing.
+            if want.interest_hash is None:
+                await self._adopt_interest(frozenset(), None)
+            else:
+                listed = await trio.to_thread.run_sync(federation.recall_scope, want.interest_hash)
+                if listed is None:
+                    self._interests_requested += 1
+                    await self._send(NeedInterest())
+                else:
+                    await self._adopt_interest(frozenset(listed), want.interest_hash)
         authors = await trio.to_thread.run_sync(federation.recall_scope, want.scope_hash)
         if authors is not None:
             heads = await trio.to_thread.run_sync(federation.node.store.heads_for, authors)

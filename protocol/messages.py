@@ -46,15 +46,22 @@ class FramingError(ProtocolError):
 
 @dataclass(frozen=True, slots=True)
 class Want:
-    """The authors I replicate (by digest) and the digest of my heads for them."""
+    """The authors I replicate (by digest), the digest of my heads for them, and
+    the digest of my interest (what I follow or own; None: nothing announced)."""
 
     scope_hash: str
     vector_hash: str
+    interest_hash: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class NeedVector:
     """I do not know your scope, or our heads differ: send me your vector."""
+
+
+@dataclass(frozen=True, slots=True)
+class NeedInterest:
+    """I do not know the interest list behind your digest: send it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +105,9 @@ class Interest:
     authors: frozenset[str]
 
 
-Message = Want | NeedVector | Vector | InSync | Events | Ping | Pong | Goodbye | Interest
+Message = (
+    Want | NeedVector | Vector | InSync | Events | Ping | Pong | Goodbye | Interest | NeedInterest
+)
 
 _HEX64 = frozenset("0123456789abcdef")
 
@@ -124,10 +133,14 @@ def encode(message: Message) -> bytes:
         return b"".join(parts)
     body: dict[str, Any]
     match message:
-        case Want(scope_hash, vector_hash):
+        case Want(scope_hash, vector_hash, interest_hash):
             body = {"t": "want", "scope": scope_hash, "heads": vector_hash}
+            if interest_hash is not None:
+                body["interest"] = interest_hash
         case NeedVector():
             body = {"t": "need_vector"}
+        case NeedInterest():
+            body = {"t": "need_interest"}
         case Vector(heads):
             body = {"t": "vector", "heads": heads}
         case InSync():
@@ -166,9 +179,16 @@ def decode(data: bytes) -> Message:
 def _decode_control(body: dict[str, Any]) -> Message:
     match body.get("t"):
         case "want":
-            return Want(_hex32(body.get("scope"), "scope"), _hex32(body.get("heads"), "heads"))
+            interest = body.get("interest")
+            return Want(
+                _hex32(body.get("scope"), "scope"),
+                _hex32(body.get("heads"), "heads"),
+                None if interest is None else _hex32(interest, "interest"),
+            )
         case "need_vector":
             return NeedVector()
+        case "need_interest":
+            return NeedInterest()
         case "vector":
             heads = body.get("heads")
             if not isinstance(heads, dict) or len(heads) > MAX_VECTOR_AUTHORS:

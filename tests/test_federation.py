@@ -20,7 +20,16 @@ from node.peerlink import PeerLink, WebSocketTransport, establish, open_websocke
 from protocol.canonical import JSONValue
 from protocol.event import Event, parse_event, sign_event
 from protocol.keys import SigningKey
-from protocol.messages import Events, Goodbye, InSync, NeedVector, Vector, Want
+from protocol.messages import (
+    Events,
+    Goodbye,
+    InSync,
+    Interest,
+    NeedInterest,
+    NeedVector,
+    Vector,
+    Want,
+)
 
 LOOPBACK = ("127.0.0.1", 0)
 
@@ -197,9 +206,12 @@ async def test_blocked_node_is_refused_and_blocked_author_not_replicated(tmp_pat
     async with running(tmp_path, "a") as a, running(tmp_path, "b") as b:
         await trio.to_thread.run_sync(peerstore.block, b.store, a.node_id, "node", now_ms())
         address = await connect(a, b)
-        await trio.sleep(1.5)
-        record = peerstore.get_peer(a.store, address)
-        assert record is not None and record.state != "connected"
+
+        def refused_as_blocked() -> bool:
+            record = peerstore.get_peer(a.store, address)
+            return record is not None and "blocked" in (record.last_error or "")
+
+        await wait_until(refused_as_blocked)
         assert b.federation is not None and a.node_id not in b.federation.sessions
         # Unblock the node but block B's author on A: the link works, the feed does not flow.
         await trio.to_thread.run_sync(peerstore.unblock, b.store, a.node_id)
@@ -383,3 +395,30 @@ async def test_unrequested_vector_is_refused_and_not_stored(tmp_path: Path) -> N
                 while True:
                     await link.receive()
         assert len(a.store.query("SELECT hash FROM scopes")) == before
+
+
+async def test_interest_is_asked_for_by_digest_relayed_and_only_taken_when_asked(
+    tmp_path: Path,
+) -> None:
+    relayed_author = SigningKey(os.urandom(32)).id
+    async with running(tmp_path, "a") as a:
+        assert a.federation is not None
+        interest = [relayed_author]
+        digest = peerstore.scope_hash(interest)
+        async with raw_link(a, SigningKey(os.urandom(32))) as link:
+            await link.send(Want(peerstore.scope_hash([]), "00" * 32, digest))
+            with trio.fail_after(5):
+                while not isinstance(await link.receive(), NeedInterest):
+                    pass
+            await link.send(Interest(frozenset(interest)))
+            await wait_until(lambda: relayed_author in a.federation.scope)  # type: ignore[union-attr]
+            assert relayed_author not in a.federation.interest  # relayed, not followed
+            # The digest is remembered: a second link announcing it is not asked again.
+        async with raw_link(a, SigningKey(os.urandom(32))) as link:
+            await link.send(Want(peerstore.scope_hash([]), "00" * 32, digest))
+            await link.send(Interest(frozenset(interest)))  # unasked: refused
+            with trio.fail_after(5), pytest.raises(LinkError):
+                while True:
+                    assert not isinstance(await link.receive(), NeedInterest)
+        # When no link wants it any more, the author leaves the scope.
+        await wait_until(lambda: relayed_author not in a.federation.scope)  # type: ignore[union-attr]

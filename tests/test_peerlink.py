@@ -59,7 +59,6 @@ from protocol.messages import (
     Events,
     Goodbye,
     InSync,
-    Interest,
     Message,
     NeedVector,
     Ping,
@@ -632,7 +631,6 @@ async def _push_feed(raws: list[bytes]) -> tuple[list[list[bytes]], list[object]
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(replicate)
-            assert isinstance(await alice.receive(), Interest)
             assert isinstance(await alice.receive(), Want)
             await offer_vector(alice, {author: 0})
             try:
@@ -707,7 +705,6 @@ async def test_a_blocked_author_stops_being_served_mid_catch_up() -> None:
         with trio.fail_after(WAIT):
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(outcome_of, session.run, [])
-                assert isinstance(await alice.receive(), Interest)
                 assert isinstance(await alice.receive(), Want)
                 await offer_vector(alice, {author: 0})
                 first = await alice.receive()
@@ -746,7 +743,6 @@ async def test_the_receive_limiter_holds_a_peer_to_its_rate(
     with trio.fail_after(120):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(session.run)
-            assert isinstance(await alice.receive(), Interest)
             assert isinstance(await alice.receive(), Want)
             mock_clock.autojump_threshold = 0  # only Pings from now on: no threads
             start, sent_before = trio.current_time(), alice.bytes_sent
