@@ -3,7 +3,11 @@
 Theory of operation
 -------------------
 Each side announces what it replicates with ``Want(scope digest, heads
-digest)``.  The receiver looks the scope up in its cache of scopes seen
+digest, interest digest)``.  The interest (what a node follows or owns) is
+fetched by digest only when unknown, and each node adds its peers' interests
+to its own scope, so it stores and relays feeds its neighbours want: posts
+reach followers through nodes that do not follow the author (one hop deep).
+The receiver looks the scope up in its cache of scopes seen
 before: if it knows the author list and its own heads for those authors hash
 to the same digest, both hold the same events and it answers ``InSync``: an
 identical re-sync costs two small messages each way, whatever the number of
