@@ -22,6 +22,7 @@ evidence and freeze the feed.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -205,6 +206,9 @@ class Store:
         self.path = path
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only from the start: SQLite gives the -wal and -shm files
+            # the database file's permissions.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
             )
@@ -214,7 +218,7 @@ class Store:
                 raise StoreError(f"{path}: could not switch SQLite to WAL mode (got {mode})")
             self._conn.execute("PRAGMA synchronous = FULL")
             self._synchronous = "FULL"
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open database {path}: {exc}") from exc
         self._lock = threading.RLock()
         self._migrate()

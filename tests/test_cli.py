@@ -38,6 +38,8 @@ def test_init_creates_private_keys_and_refuses_to_overwrite(tmp_path: Path) -> N
     assert stat.S_IMODE(node_key.stat().st_mode) == 0o600
     assert stat.S_IMODE((data / "keys").stat().st_mode) == 0o700
     assert stat.S_IMODE((data / "keys" / "authors" / "default.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((data / "talas.db").stat().st_mode) == 0o600
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
     before = node_key.read_bytes()
     again = talas(data, "init")
     assert again.returncode != 0
