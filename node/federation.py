@@ -77,8 +77,8 @@ class Federation:
     def recall_scope(self, digest: str) -> list[str] | None:
         return peerstore.recall_scope(self.node.store, digest)
 
-    def remember_scope(self, authors: list[str]) -> None:
-        peerstore.remember_scope(self.node.store, authors, now_ms())
+    def remember_scope(self, authors: list[str], peer: str) -> None:
+        peerstore.remember_scope(self.node.store, authors, now_ms(), peer)
 
     def on_new_events(self, events: list[EventRef]) -> None:
         authors = {event.author for event in events}

@@ -19,6 +19,7 @@ from protocol.event import is_hex32
 ADDRESS_PATTERN = re.compile(r"ws://[^/\s#?]+(?::\d+)?/?\Z")  # no TLS: Noise encrypts
 P2P_PATH = "/talas/p2p/1"
 MAX_REMEMBERED_SCOPES = 1000
+SCOPES_PER_PEER = 4  # its scope and interest, and one change of each in flight
 
 
 @dataclass(frozen=True)
@@ -166,12 +167,22 @@ def scope_hash(authors: list[str] | frozenset[str] | set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(authors)).encode()).hexdigest()
 
 
-def remember_scope(store: Store, authors: list[str], now_ms: int) -> str:
+def remember_scope(store: Store, authors: list[str], now_ms: int, peer: str) -> str:
+    """Cache an author list by digest, so the next link announcing it costs nothing.
+
+    Bounded twice: the newest few lists per peer (a peer cannot fill the
+    disk by announcing ever new lists) and the newest MAX_REMEMBERED_SCOPES.
+    """
     digest = scope_hash(authors)
     with store.transaction() as conn:
         conn.execute(
-            "INSERT OR REPLACE INTO scopes (hash, authors, seen) VALUES (?, ?, ?)",
-            (digest, json.dumps(sorted(authors)), now_ms),
+            "INSERT OR REPLACE INTO scopes (hash, authors, seen, peer) VALUES (?, ?, ?, ?)",
+            (digest, json.dumps(sorted(authors)), now_ms, peer),
+        )
+        conn.execute(
+            "DELETE FROM scopes WHERE peer = ? AND hash NOT IN"
+            " (SELECT hash FROM scopes WHERE peer = ? ORDER BY seen DESC LIMIT ?)",
+            (peer, peer, SCOPES_PER_PEER),
         )
         conn.execute(
             "DELETE FROM scopes WHERE hash NOT IN"

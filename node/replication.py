@@ -109,8 +109,8 @@ class PeerSession:
     _cancel: trio.CancelScope = field(default_factory=trio.CancelScope)
     _error: TalasError | None = None
     _last_sent: float = 0.0
-    _vectors_requested: int = 0  # need_vector sent and not yet answered
-    _interests_requested: int = 0  # need_interest sent and not yet answered
+    _vectors_requested: int = 0  # 1 while a need_vector is unanswered
+    _interests_requested: int = 0  # 1 while a need_interest is unanswered
     _their_interest_hash: str | None = None
 
     def __post_init__(self) -> None:
@@ -229,9 +229,9 @@ class PeerSession:
             case Interest(authors):
                 if not self._interests_requested:
                     raise PeerMisbehaved("interest sent without a need_interest request")
-                self._interests_requested -= 1
+                self._interests_requested = 0
                 listed = sorted(authors)
-                await trio.to_thread.run_sync(self.federation.remember_scope, listed)
+                await trio.to_thread.run_sync(self.federation.remember_scope, listed, self.peer_id)
                 await self._adopt_interest(authors, scope_hash(listed))
 
     async def _adopt_interest(self, authors: frozenset[str], digest: str | None) -> None:
@@ -248,11 +248,13 @@ class PeerSession:
                 await self._adopt_interest(frozenset(), None)
             else:
                 listed = await trio.to_thread.run_sync(federation.recall_scope, want.interest_hash)
-                if listed is None:
-                    self._interests_requested += 1
-                    await self._send(NeedInterest())
-                else:
+                if listed is not None:
                     await self._adopt_interest(frozenset(listed), want.interest_hash)
+                elif not self._interests_requested:
+                    # One request at a time: the answer is the peer's interest when
+                    # it answers, so it covers any newer digest announced meanwhile.
+                    self._interests_requested = 1
+                    await self._send(NeedInterest())
         authors = await trio.to_thread.run_sync(federation.recall_scope, want.scope_hash)
         if authors is not None:
             heads = await trio.to_thread.run_sync(federation.node.store.heads_for, authors)
@@ -260,8 +262,9 @@ class PeerSession:
                 self._adopt_scope(authors, {a: h.seq for a, h in heads.items()})
                 await self._send(InSync())
                 return
-        self._vectors_requested += 1
-        await self._send(NeedVector())
+        if not self._vectors_requested:  # one at a time, as for interests
+            self._vectors_requested = 1
+            await self._send(NeedVector())
 
     async def _send_vector(self) -> None:
         scope = sorted(self.federation.scope)
@@ -272,9 +275,9 @@ class PeerSession:
         if not self._vectors_requested:
             # Each vector is stored (the scope cache): only take the ones we asked for.
             raise PeerMisbehaved("vector sent without a need_vector request")
-        self._vectors_requested -= 1
+        self._vectors_requested = 0
         authors = sorted(vector.heads)
-        await trio.to_thread.run_sync(self.federation.remember_scope, authors)
+        await trio.to_thread.run_sync(self.federation.remember_scope, authors, self.peer_id)
         self._adopt_scope(authors, dict(vector.heads))
         self.authors_changed(authors)
 

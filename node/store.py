@@ -99,7 +99,9 @@ def _migration_2(db: sqlite_utils.Database) -> None:
         {"target": str, "what": str, "since": int}, pk="target", not_null={"what", "since"}
     )
     db.table("scopes").create(
-        {"hash": str, "authors": str, "seen": int}, pk="hash", not_null={"authors", "seen"}
+        {"hash": str, "authors": str, "seen": int, "peer": str},
+        pk="hash",
+        not_null={"authors", "seen", "peer"},
     )
 
 

@@ -610,7 +610,7 @@ class _Federation:
     def recall_scope(self, digest: str) -> list[str] | None:
         return None
 
-    def remember_scope(self, authors: list[str]) -> None:
+    def remember_scope(self, authors: list[str], peer: str) -> None:
         return None
 
 
