@@ -37,6 +37,7 @@ from protocol.feed import FeedHead
 from protocol.messages import MAX_INTEREST_AUTHORS, MAX_VECTOR_AUTHORS, Goodbye
 
 SUPERVISE_INTERVAL = 0.5
+LIVE_STATE_EVERY_MS = 2000
 CONNECT_TIMEOUT = 5.0
 INBOUND_PER_IP_PER_S = 5.0
 
@@ -63,6 +64,7 @@ class Federation:
         self.scope: frozenset[str] = frozenset()  # interest + what we relay for peers
         self.scope_digest = peerstore.scope_hash([])
         self._frozen: frozenset[str] = frozenset()
+        self._live_state_at = 0
         self.blocked_authors: frozenset[str] = frozenset()
         self.blocked_nodes: frozenset[str] = frozenset()
         self.heads_cache: dict[str, FeedHead] = {}
@@ -278,6 +280,11 @@ class Federation:
         await trio.to_thread.run_sync(self._record_live_state, list(self.sessions.values()))
 
     def _record_live_state(self, sessions: Iterable[PeerSession]) -> None:
+        """Last seen and lag of connected peers, for ``talas peer list`` (every few s)."""
+        now = now_ms()
+        if now - self._live_state_at < LIVE_STATE_EVERY_MS:
+            return
+        self._live_state_at = now
         for session in sessions:
             if session.address is not None:
                 peerstore.record_peer_state(

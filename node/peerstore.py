@@ -115,7 +115,7 @@ def record_peer_state(
     lag: int | None = None,
 ) -> None:
     """Written by the running node so ``talas peer list`` can show live state."""
-    with store.transaction() as conn:
+    with store.transaction(durable=False) as conn:  # live state, rewritten often
         conn.execute(
             "UPDATE peers SET state = ?, node_id = coalesce(?, node_id), last_error = ?,"
             " lag = coalesce(?, lag), last_seen = CASE WHEN ? = 'connected' THEN ?"
