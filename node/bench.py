@@ -131,6 +131,10 @@ def main(args: argparse.Namespace) -> int:
         figures = bench_gossip(
             args.nodes, degree=args.degree, events=args.events, follows=args.follows
         )
+    elif args.bench_name == "web":
+        from node.bench_web import bench_web
+
+        figures = bench_web(args.events, seconds=args.seconds, connections=args.connections)
     else:  # argparse restricts the names; this is a programming error
         raise AssertionError(args.bench_name)
     print(json.dumps({"bench": args.bench_name, **figures}, sort_keys=True))

@@ -24,6 +24,8 @@ from typing import BinaryIO, TextIO
 import trio
 
 from node import peerstore
+from node.accounts import Accounts
+from node.cli_accounts import add_commands
 from node.daemon import (
     now_ms,
     open_node,
@@ -142,6 +144,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 open_node(data, passphrase=passphrase, name=args.name) as node,
                 trio.open_nursery() as nursery,
             ):
+                node.http_rate = args.rate_limit
                 addresses = await nursery.start(
                     partial(
                         serve_node, node, http=http, p2p=p2p, verify_workers=args.verify_workers
@@ -152,6 +155,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                 if "p2p" in addresses:
                     print(f"  p2p     {addresses['p2p']}")
                 print(f"  web UI  {addresses['http']}")
+                if not await trio.to_thread.run_sync(Accounts(node.store).count):
+                    print(
+                        "  first run: create the owner with 'talas user add NAME --role owner',"
+                        f" or in the web UI with the setup code in {data.api_token_file}"
+                    )
                 print("  press Ctrl+C to stop", flush=True)
                 async for signum in signals:
                     print(f"talas: {signal.Signals(signum).name}, shutting down", flush=True)
@@ -420,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="verify incoming signatures in N worker processes (default: in-process)",
     )
     run.add_argument("--name", default=None, help="display name when the node is created")
+    run.add_argument(
+        "--rate-limit",
+        type=float,
+        default=1000.0,
+        metavar="N",
+        help="HTTP requests per second per client (default 1000, bursts of 2N)",
+    )
     run.set_defaults(func=cmd_run)
 
     ident = commands.add_parser("id", help="print the node id, author ids and addresses")
@@ -481,6 +496,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--label", help="display name")
     add.set_defaults(func=cmd_author_add)
 
+    add_commands(commands)
+
     bench = commands.add_parser("bench", help="run a benchmark; last line is JSON")
     bsub = bench.add_subparsers(dest="bench_name", required=True, metavar="NAME")
     ingest = bsub.add_parser("ingest", help="verify-and-store throughput vs raw Ed25519")
@@ -499,6 +516,11 @@ def build_parser() -> argparse.ArgumentParser:
     gossip.add_argument("--events", type=int, default=200)
     gossip.add_argument("--follows", type=int, default=20)
     gossip.set_defaults(func=cmd_bench)
+    web = bsub.add_parser("web", help="feed API latency and throughput over many stored events")
+    web.add_argument("--events", type=int, default=1_000_000)
+    web.add_argument("--seconds", type=float, default=10.0)
+    web.add_argument("--connections", type=int, default=4)
+    web.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -26,6 +26,7 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
+from node.accounts import PasswordPolicy
 from node.blobs import BlobStore
 from node.datadir import DataDir
 from node.errors import LocalError, StoreError
@@ -80,6 +81,9 @@ class Node:
     federation: Federation | None = None
     passphrase: bytes | None = None
     api_token: str = ""
+    http_rate: float = 1000.0
+    """Requests per second allowed to each HTTP client (burst: twice that)."""
+    password_policy: PasswordPolicy | None = None
     _listeners: list[Callable[[list[EventRef]], None]] = field(default_factory=list)
     _poke: trio.Event = field(default_factory=trio.Event)
 

@@ -105,7 +105,50 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Accounts, sessions and API tokens; uploads; the feed's time index.
+
+    Secrets are stored only as SHA-256 digests: a copy of the database does
+    not sign anyone in.  The feed orders by ``min(created, received)`` so an
+    event dated in the future cannot sit on top of every feed: it counts as
+    no newer than the moment this node first stored it.  The index is on that
+    expression (SQLite matches it when queries use the same expression), with
+    the rowid (arrival) as the implicit tie-break.
+    """
+    db.table("users").create(
+        {
+            "name": str, "role": str, "password": str, "author": str, "author_key": str,
+            "created": int,
+        },
+        pk="name",
+        not_null={"role", "password", "author", "author_key", "created"},
+    )  # fmt: skip
+    db.table("sessions").create(
+        {"digest": str, "user": str, "csrf": str, "created": int, "expires": int, "seen": int},
+        pk="digest",
+        not_null={"user", "csrf", "created", "expires", "seen"},
+    )
+    db.table("sessions").create_index(["user"], index_name="sessions_user")
+    db.table("tokens").create(
+        {"digest": str, "user": str, "label": str, "created": int, "used": int},
+        pk="digest",
+        not_null={"user", "label", "created"},
+    )
+    db.table("tokens").create_index(["user"], index_name="tokens_user")
+    db.table("uploads").create(
+        {"blob": str, "filename": str, "mime": str, "user": str, "created": int},
+        pk="blob",
+        not_null={"filename", "mime", "user", "created"},
+    )
+    db.execute("CREATE INDEX events_kind_time ON events (kind, min(created, received))")
+    db.execute("CREATE INDEX events_author_kind_seq ON events (author, kind, seq)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+]
 """Schema migrations in order; ``PRAGMA user_version`` counts those applied."""
 
 

@@ -200,7 +200,7 @@ async def test_run_serves_api_sees_cli_posts_and_stops_cleanly(
             assert ident["addresses"]["http"] == node.url
             assert info["events"] == {"count": 0, "latest": None}
             assert page.headers["content-security-policy"].startswith("default-src 'none'")
-            assert info["node_id"] in page.text
+            assert '<script type="module" src="/static/js/main.js">' in page.text
 
             event_id = (await talas_async(data, "post", "made while the node runs")).strip()
             start = trio.current_time()
@@ -247,7 +247,10 @@ async def _talas_run_refused(data: Path) -> str:
 
 
 async def test_rate_limit_answers_429(tmp_path: Path) -> None:
-    async with running_node(tmp_path / "n") as node, httpx.AsyncClient(base_url=node.url) as client:
+    async with (
+        running_node(tmp_path / "n", "--rate-limit", "50") as node,
+        httpx.AsyncClient(base_url=node.url) as client,
+    ):
         statuses: list[int] = []
         with trio.fail_after(20):
             for _ in range(300):

@@ -70,7 +70,8 @@ async def test_post_on_b_reaches_a_through_cli_and_api(tmp_path: Path) -> None:
                     headers=auth,
                 )
                 assert added.status_code == 201, added.text
-                assert (await client.get("/api/v1/follows")).json()["follows"] == [b_author]
+                follows = await client.get("/api/v1/follows", headers=auth)
+                assert follows.json()["follows"] == [b_author]
 
             def connected() -> bool:
                 peers = json.loads(ok(talas(a_dir, "peer", "list", "--json")))
@@ -97,7 +98,7 @@ async def test_post_on_b_reaches_a_through_cli_and_api(tmp_path: Path) -> None:
             await poll(a_holds(made.json()["id"]), 10)
 
             with trio.fail_after(10):
-                listing = (await client.get("/api/v1/peers")).json()
+                listing = (await client.get("/api/v1/peers", headers=auth)).json()
             assert listing["peers"][0]["node_id"] == b_node_id
             assert [link["node_id"] for link in listing["links"]] == [b_node_id]
 

@@ -1,30 +1,41 @@
 """The node's HTTP face: a quart-trio app served by hypercorn in the node's nursery.
 
-Until the web UI lands this serves the node's identity as JSON at
-``/api/v1/node`` and a plain page at ``/``.  The security envelope is already
-the real one: loopback-only Host names when bound to loopback (against DNS
-rebinding), a strict Content-Security-Policy, no sniffing, no framing, and a
-per-client rate limit on every request.
+It serves the JSON API under ``/api/v1`` (accounts, feed, library, market,
+courses, federation), signed media URLs under ``/media``, and the
+single-page PWA from ``webui/static``.  The security envelope around every
+request: loopback-only Host names when bound to loopback (against DNS
+rebinding), a strict Content-Security-Policy with no inline script, no
+sniffing, no framing, and a per-client rate limit.
 """
 
 from __future__ import annotations
 
-import html
 import ipaddress
 from collections.abc import Callable
+from pathlib import Path
 
 import trio
 from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
+from node.accounts import Accounts, PasswordPolicy
 from node.daemon import Node
+from node.errors import TalasError
 from node.ratelimit import RateLimiter
-from webui.federation_api import api_error, register_federation_api
+from node.timeline import Timeline
+from node.tracks import MAX_TRACK_BYTES
+from protocol.errors import ProtocolError
+from webui.accounts_api import register_accounts_api
+from webui.auth import Auth, api_error
+from webui.content_api import Items, register_content_api
+from webui.federation_api import register_federation_api
+from webui.openapi import register_openapi
+from webui.tracks_api import UPLOAD_ENDPOINT, register_tracks_api
 
 CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
-    "connect-src 'self'; manifest-src 'self'; frame-ancestors 'none'; "
-    "base-uri 'none'; form-action 'self'"
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "media-src 'self'; connect-src 'self'; manifest-src 'self'; worker-src 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
 SECURITY_HEADERS = {
     "Content-Security-Policy": CSP,
@@ -34,12 +45,35 @@ SECURITY_HEADERS = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+STATIC = Path(__file__).parent / "static"
+STATIC_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".webmanifest": "application/manifest+json",
+    ".json": "application/json",
+}
+MAX_BODY = 1 << 20
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]"}
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> Response:
-    response = api_error(status, code, message)
-    response.headers.update(headers)
+    return api_error(status, code, message, **headers)
+
+
+def _static_file(relative: str) -> Response:
+    """A file from webui/static, or 404; never a path outside that folder."""
+    path = (STATIC / relative).resolve()
+    if not path.is_relative_to(STATIC.resolve()) or not path.is_file():
+        return _error(404, "not_found", "no such file")
+    kind = STATIC_TYPES.get(path.suffix)
+    if kind is None:
+        return _error(404, "not_found", "no such file")
+    response = Response(path.read_bytes(), content_type=kind)
+    # Revalidate every time: the service worker keeps the offline copy.
+    response.headers["Cache-Control"] = "no-cache"
     return response
 
 
@@ -54,14 +88,17 @@ def create_app(
     node: Node,
     *,
     bind_host: str,
-    rate: float = 50.0,
-    burst: float = 100.0,
+    rate: float | None = None,
+    burst: float | None = None,
     clock: Callable[[], float] = trio.current_time,
+    password_policy: PasswordPolicy | None = None,
 ) -> QuartTrio:
     """Build the app for ``node``, served on ``bind_host``."""
     app = QuartTrio(__name__, static_folder=None)
-    app.config["MAX_CONTENT_LENGTH"] = 1 << 20
-    limiter = RateLimiter(rate=rate, burst=burst)
+    # The app-wide cap admits track uploads; every other endpoint gets 1 MiB below.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_TRACK_BYTES
+    rate = node.http_rate if rate is None else rate
+    limiter = RateLimiter(rate=rate, burst=2 * rate if burst is None else burst)
     loopback_only = _is_loopback(bind_host)
 
     @app.before_request
@@ -70,6 +107,13 @@ def create_app(
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if loopback_only and name not in LOOPBACK_NAMES:
             return _error(421, "bad_host", "this node only answers to loopback host names")
+        if request.endpoint != UPLOAD_ENDPOINT:
+            if (request.content_length or 0) > MAX_BODY:
+                # Unread bytes would follow on this connection: close it after answering.
+                return _error(
+                    413, "too_large", "request bodies are at most 1 MiB here", Connection="close"
+                )
+            request.body._max_content_length = MAX_BODY  # also caps chunked bodies
         client = request.remote_addr or "unknown"
         if not limiter.allow(client, clock()):
             wait = max(1, int(limiter.retry_after(client) + 0.999))
@@ -82,7 +126,15 @@ def create_app(
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    register_federation_api(app, node, node.api_token)
+    accounts = Accounts(node.store, password_policy or node.password_policy)
+    auth = Auth(node, accounts)
+    timeline = Timeline(node.store, auth.node_user.author)
+    items = Items(node, timeline)
+    register_accounts_api(app, node, accounts, auth, clock)
+    register_content_api(app, node, auth, items)
+    register_federation_api(app, node, auth)
+    register_tracks_api(app, node, auth, items, clock=clock)
+    register_openapi(app)
 
     @app.get("/api/v1/node")
     async def node_info() -> Response:
@@ -90,28 +142,36 @@ def create_app(
 
     @app.get("/")
     async def index() -> Response:
-        info = node.info()
-        rows = "".join(
-            f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-            for k, v in (
-                ("name", info["name"]),
-                ("node id", info["node_id"]),
-                ("version", info["version"]),
-                ("events", info["events"]["count"]),
-            )
-        )
-        page = (
-            "<!doctype html><html lang=en><meta charset=utf-8>"
-            "<meta name=viewport content='width=device-width,initial-scale=1'>"
-            f"<title>Talas: {html.escape(str(info['name']))}</title>"
-            f"<h1>Talas node</h1><table>{rows}</table>"
-            "<p>JSON: <a href=/api/v1/node>/api/v1/node</a></p></html>"
-        )
-        return Response(page, content_type="text/html; charset=utf-8")
+        return _static_file("index.html")
+
+    @app.get("/sw.js")
+    async def service_worker() -> Response:
+        response = _static_file("sw.js")
+        response.headers["Service-Worker-Allowed"] = "/"
+        return response
+
+    @app.get("/manifest.webmanifest")
+    async def manifest() -> Response:
+        return _static_file("manifest.webmanifest")
+
+    @app.get("/static/<path:relative>")
+    async def static_file(relative: str) -> Response:
+        return _static_file(relative)
 
     @app.errorhandler(404)
     async def not_found(_: Exception) -> Response:
         return _error(404, "not_found", "no such resource")
+
+    @app.errorhandler(413)
+    async def too_large(_: Exception) -> Response:
+        return _error(413, "too_large", "request bodies are at most 1 MiB here", Connection="close")
+
+    @app.errorhandler(ValueError)
+    @app.errorhandler(TalasError)
+    @app.errorhandler(ProtocolError)
+    async def refused(exc: Exception) -> Response:
+        # Handlers raise these for bad input they did not map themselves.
+        return _error(400, "bad_request", str(exc))
 
     @app.errorhandler(405)
     async def not_allowed(_: Exception) -> Response:

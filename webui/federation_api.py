@@ -1,16 +1,12 @@
-"""JSON API for federation: peers, follows, blocks, and posting.
+"""JSON API for federation: peers, follows and blocks.
 
-Reads are open on the (loopback) API; every write needs the node's API token
-as ``Authorization: Bearer``.  A browser page cannot read that token or add
-that header cross-origin without a CORS preflight we never grant, so the
-writes are safe from CSRF until accounts and sessions replace the token.
+Peers and blocks need the ``manage_peers`` permission; following needs
+``post`` and publishes a follow event signed by the caller's own author key.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Awaitable, Callable
-from functools import partial, wraps
+from functools import partial
 from typing import Any
 
 import trio
@@ -19,45 +15,18 @@ from quart_trio import QuartTrio
 
 from node import peerstore
 from node.daemon import Node, now_ms
-from node.errors import TalasError
-from protocol.errors import ProtocolError
+from node.roles import Permission
 from protocol.event import is_hex32
-
-Handler = Callable[..., Awaitable[Response]]
-
-
-def api_error(status: int, code: str, message: str) -> Response:
-    response = jsonify({"error": {"code": code, "message": message}})
-    response.status_code = status
-    return response
+from webui.auth import Auth, api_error, current, json_body, no_content
 
 
-def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
-    """Add /api/v1/peers, /api/v1/follows, /api/v1/blocks and /api/v1/posts to ``app``."""
+def register_federation_api(app: QuartTrio, node: Node, auth: Auth) -> None:
+    """Add /api/v1/peers, /api/v1/follows and /api/v1/blocks to ``app``."""
     store = node.store
+    manage_peers = auth.require(Permission.MANAGE_PEERS)
+    reader = auth.require(Permission.READ)
 
-    def writer(handler: Handler) -> Handler:
-        @wraps(handler)
-        async def guarded(*args: Any, **kwargs: Any) -> Response:
-            # Read the (size-capped) body before answering, even with a refusal:
-            # answering first leaves unread bytes on a keep-alive connection.
-            await request.get_data()
-            given = request.headers.get("Authorization", "")
-            expected = f"Bearer {api_token}"
-            if not hmac.compare_digest(given.encode(), expected.encode()):
-                return api_error(401, "unauthorized", "this request needs the node's API token")
-            try:
-                return await handler(*args, **kwargs)
-            except (ValueError, TalasError, ProtocolError) as exc:
-                return api_error(400, "bad_request", str(exc))
-
-        return guarded
-
-    async def body() -> dict[str, Any]:
-        data = await request.get_json(force=True, silent=True)
-        if not isinstance(data, dict):
-            raise ValueError("the request body must be a JSON object")
-        return data
+    body = json_body
 
     def live_sessions() -> dict[str, dict[str, Any]]:
         federation = node.federation
@@ -78,6 +47,7 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
         }
 
     @app.get("/api/v1/peers")
+    @reader
     async def peers() -> Response:
         configured = await trio.to_thread.run_sync(peerstore.list_peers, store)
         return jsonify(
@@ -85,7 +55,7 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
         )
 
     @app.post("/api/v1/peers")
-    @writer
+    @manage_peers
     async def add_peer() -> Response:
         data = await body()
         address, pinned = peerstore.parse_address(str(data.get("address", "")), data.get("node_id"))
@@ -97,14 +67,15 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
         return response
 
     @app.delete("/api/v1/peers")
-    @writer
+    @manage_peers
     async def remove_peer() -> Response:
         address, _ = peerstore.parse_address(request.args.get("address", ""))
         if not await trio.to_thread.run_sync(peerstore.remove_peer, store, address):
             return api_error(404, "not_found", f"no peer {address}")
-        return Response(status=204)
+        return no_content()
 
     @app.get("/api/v1/follows")
+    @reader
     async def follows() -> Response:
         authors = await trio.to_thread.run_sync(peerstore.follows, store)
         return jsonify({"follows": authors})
@@ -112,7 +83,7 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
     async def _follow(author: str, following: bool) -> Response:
         if not is_hex32(author):
             return api_error(400, "bad_request", "author ids are 64 lowercase hex characters")
-        key = node.author_key("default")
+        key = await trio.to_thread.run_sync(node.author_key, current().user.author_key)
         blocked = await trio.to_thread.run_sync(peerstore.blocked, store)
         if following and author in blocked:
             return api_error(409, "blocked", "unblock this author before following it")
@@ -130,17 +101,17 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
         return jsonify({"author": author, "following": following, "event": event.id})
 
     @app.post("/api/v1/follows")
-    @writer
+    @auth.require(Permission.POST)
     async def follow() -> Response:
         return await _follow(str((await body()).get("author", "")), True)
 
     @app.delete("/api/v1/follows/<author>")
-    @writer
+    @auth.require(Permission.POST)
     async def unfollow(author: str) -> Response:
         return await _follow(author, False)
 
     @app.post("/api/v1/blocks")
-    @writer
+    @manage_peers
     async def block() -> Response:
         data = await body()
         target, what = str(data.get("target", "")), str(data.get("what", "author"))
@@ -148,18 +119,3 @@ def register_federation_api(app: QuartTrio, node: Node, api_token: str) -> None:
             return api_error(400, "bad_request", "target: a 64-hex id; what: author or node")
         await trio.to_thread.run_sync(partial(peerstore.block, store, target, what, now_ms()))
         return jsonify({"blocked": target, "what": what})
-
-    @app.post("/api/v1/posts")
-    @writer
-    async def post() -> Response:
-        data = await body()
-        author = str(data.get("author", "default"))
-        key = node.author_key(author)
-        post_body = {k: v for k, v in data.items() if k != "author"}
-        event = await trio.to_thread.run_sync(
-            partial(store.append_local, key, kind="post", body=post_body, now_ms=now_ms())
-        )
-        node.poke()
-        response = jsonify({"id": event.id, "seq": event.seq, "author": event.author})
-        response.status_code = 201
-        return response

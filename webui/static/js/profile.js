@@ -1,0 +1,80 @@
+// #/author/<id> — an author's profile, follow toggle and their items by kind.
+import { h, replace, shortId } from './dom.js';
+import { get, post, del, pager } from './api.js';
+import { can, isMine } from './session.js';
+import { errorBox, showError, clearError, busy, pagedList, badge } from './ui.js';
+import { renderItem } from './render.js';
+
+const KINDS = [['post', 'Posts'], ['track', 'Tracks'], ['offer', 'Offers'], ['course', 'Courses']];
+
+function followButton(author) {
+  // Following is only meaningful for authors that are not this node's own.
+  if (!can('post') || author.local_user || isMine(author.id)) return null;
+  let following = Boolean(author.following);
+  const button = h('button', { id: 'follow-toggle', type: 'button' });
+  const paint = () => {
+    button.textContent = following ? 'Unfollow' : 'Follow';
+    button.className = following ? '' : 'primary';
+    button.setAttribute('aria-pressed', String(following));
+  };
+  paint();
+  button.addEventListener('click', async () => {
+    try {
+      await busy(button, () => (following
+        ? del(`/follows/${encodeURIComponent(author.id)}`)
+        : post('/follows', { author: author.id })));
+      following = !following;
+      paint();
+    } catch (err) {
+      window.alert(err.message);
+    }
+  });
+  return button;
+}
+
+export async function render(view, { id }) {
+  const error = errorBox('author-error');
+  view.append(error);
+  let author;
+  try {
+    author = await get(`/authors/${encodeURIComponent(id)}`);
+  } catch (err) {
+    view.append(h('h1', { tabindex: '-1' }, 'Author'));
+    showError(error, err);
+    return;
+  }
+  const counts = author.counts || {};
+  view.append(h('header', { class: 'page-header profile card' },
+    h('h1', { id: 'author-name', tabindex: '-1' }, author.name || author.local_user || shortId(author.id)),
+    h('p', { class: 'author-id mono', title: author.id }, author.id),
+    h('div', { class: 'badges' },
+      author.local_user ? badge(`member: ${author.local_user}`, 'local') : badge('remote author', 'remote'),
+      author.following ? badge('following') : null),
+    author.bio ? h('p', { class: 'bio' }, author.bio) : null,
+    h('div', { class: 'actions' }, followButton(author))));
+
+  // Tabs: one list per kind, loaded on demand.
+  const tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Content' });
+  const list = h('div', { id: 'author-items', class: 'item-list', role: 'tabpanel' });
+  const more = h('button', { id: 'author-more', type: 'button', class: 'more', hidden: true }, 'Load more');
+  const listError = errorBox('author-items-error');
+  view.append(tabs, listError, list, more);
+  const paged = pagedList({ list, more, errorEl: listError, renderItem, emptyText: 'Nothing of this kind yet.' });
+
+  const buttons = KINDS.map(([kind, label]) => {
+    const b = h('button', { type: 'button', role: 'tab', class: 'tab', dataset: { kind } },
+      `${label} (${Number(counts[kind]) || 0})`);
+    b.addEventListener('click', () => select(kind));
+    return b;
+  });
+  replace(tabs, buttons);
+
+  function select(kind) {
+    clearError(listError);
+    for (const b of buttons) b.setAttribute('aria-selected', String(b.dataset.kind === kind));
+    return paged.reload(pager(`/authors/${encodeURIComponent(author.id || id)}/items`, { kind }));
+  }
+  // Start on the first kind that has content.
+  const first = KINDS.find(([kind]) => Number(counts[kind]) > 0);
+  await select(first ? first[0] : 'post');
+}

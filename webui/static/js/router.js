@@ -1,0 +1,48 @@
+// Minimal hash router: '#/author/<id>' → handler({id}).
+
+const routes = [];
+let guard = null;
+let notFound = null;
+
+/** Register a route, e.g. route('/course/:id', ({id}) => ...). */
+export function route(pattern, handler) {
+  const names = [];
+  const source = pattern.replace(/:([a-z]+)/g, (_, name) => { names.push(name); return '([^/]+)'; });
+  routes.push({ regex: new RegExp(`^${source}$`), names, handler, pattern });
+}
+
+/** guard(path) may return another path to redirect to (e.g. '/signin'). */
+export function setGuard(fn) { guard = fn; }
+export function setNotFound(fn) { notFound = fn; }
+
+export function currentPath() {
+  const raw = location.hash.replace(/^#/, '');
+  return raw.startsWith('/') ? raw : '/';
+}
+
+export function navigate(path) {
+  if (currentPath() === path) dispatch();
+  else location.hash = `#${path}`;
+}
+
+export function dispatch() {
+  const path = currentPath();
+  const redirect = guard ? guard(path) : null;
+  if (redirect && redirect !== path) { navigate(redirect); return; }
+  for (const r of routes) {
+    const m = r.regex.exec(path);
+    if (!m) continue;
+    const params = {};
+    r.names.forEach((name, i) => {
+      try { params[name] = decodeURIComponent(m[i + 1]); } catch { params[name] = m[i + 1]; }
+    });
+    r.handler(params, r.pattern);
+    return;
+  }
+  if (notFound) notFound(path);
+}
+
+export function start() {
+  window.addEventListener('hashchange', dispatch);
+  dispatch();
+}
