@@ -130,6 +130,8 @@ class User:
 class Session:
     user: User
     csrf: str
+    stale: bool = False
+    """Last seen more than a minute ago: the caller should :meth:`Accounts.touch_session`."""
 
 
 _USER_COLUMNS = "name, role, password, author, author_key, created"
@@ -262,7 +264,10 @@ class Accounts:
         """A new (session id, CSRF token) for ``user``; only the id's digest is kept."""
         session_id, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         with self.store.transaction() as conn:
-            conn.execute("DELETE FROM sessions WHERE expires < ?", (now,))
+            conn.execute(
+                "DELETE FROM sessions WHERE expires <= ? OR created <= ?",
+                (now, now - SESSION_MAX_MS),
+            )
             conn.execute(
                 "INSERT INTO sessions (digest, user, csrf, created, expires, seen)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
@@ -271,28 +276,33 @@ class Accounts:
         return session_id, csrf
 
     def session(self, session_id: str, now: int) -> Session | None:
-        """The live session for ``session_id``; sliding idle expiry, absolute maximum."""
+        """The live session for ``session_id`` (a read only; see :meth:`touch_session`).
+
+        Sessions expire after a week idle and a month in all.  An expired
+        session reads as None and is deleted at the next login.
+        """
         if not session_id or len(session_id) > 100:
             return None
-        digest = _digest(session_id)
         rows = self.store.query(
             f"SELECT s.csrf, s.created, s.expires, s.seen, {_JOINED_USER_COLUMNS}"  # noqa: S608
             " FROM sessions s JOIN users u ON u.name = s.user WHERE s.digest = ?",
-            (digest,),
+            (_digest(session_id),),
         )
         if not rows:
             return None
         csrf, created, expires, seen, *rest = rows[0]
         if now >= int(str(expires)) or now >= int(str(created)) + SESSION_MAX_MS:
-            self.close_session(session_id)
             return None
-        if now - int(str(seen)) >= SESSION_SEEN_GRANULARITY_MS:
-            with self.store.transaction(durable=False) as conn:
-                conn.execute(
-                    "UPDATE sessions SET seen = ?, expires = ? WHERE digest = ?",
-                    (now, now + SESSION_IDLE_MS, digest),
-                )
-        return Session(_user(tuple(rest))[0], str(csrf))
+        stale = now - int(str(seen)) >= SESSION_SEEN_GRANULARITY_MS
+        return Session(_user(tuple(rest))[0], str(csrf), stale)
+
+    def touch_session(self, session_id: str, now: int) -> None:
+        """Slide the idle expiry of a session in use (callers do it at most once a minute)."""
+        with self.store.transaction(durable=False) as conn:
+            conn.execute(
+                "UPDATE sessions SET seen = ?, expires = ? WHERE digest = ?",
+                (now, now + SESSION_IDLE_MS, _digest(session_id)),
+            )
 
     def close_session(self, session_id: str) -> bool:
         with self.store.transaction() as conn:

@@ -16,7 +16,7 @@ client against ``GET /api/v1/setup``, the bare framework with one trivial
 query, measured in the same run.
 
 ``TALAS_BENCH_CACHE=DIR`` keeps the seeded node in ``DIR/web-<events>`` and
-reuses it on the next run (seeding a million events takes a minute).
+reuses it on the next run (seeding a million events takes 1-2 minutes).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ from protocol.keys import SigningKey
 
 MAX_AUTHORS = 2000
 EVENTS_PER_AUTHOR = 100
-"""Below ``MAX_AUTHORS * EVENTS_PER_AUTHOR`` events, fewer authors keep feeds this long."""
+"""Smaller runs use fewer authors, so each feed is still this long (and pages go deep)."""
 FOLLOW_EVERY = 10
 LIKE_EVERY = 10
 CREATED_BASE = 1_750_000_000_000
@@ -470,12 +470,13 @@ def bench_web(events: int, *, seconds: float, connections: int) -> dict[str, flo
     authors = max(1, min(MAX_AUTHORS, events // EVENTS_PER_AUTHOR))
     followed = len(range(0, authors, FOLLOW_EVERY))
     print(f"web: seeding {events:,} events by {authors:,} authors, {followed} followed"
-          f" ({SEED_WORKERS} signing processes) ...", flush=True)  # fmt: skip
+          f" (signing workers: {SEED_WORKERS}) ...", flush=True)  # fmt: skip
     root, token, seed_s, cached = _prepare(events, authors)
     try:
         posts = _feed_posts(root)
-        print(f"  seeded in {seed_s:.1f} s ({events / seed_s:,.0f} events/s);"
-              f" {posts:,} posts in the feed", flush=True)  # fmt: skip
+        print(f"  seeded in {seed_s:.1f} s{' (by the earlier run)' if cached else ''}"
+              f" ({events / seed_s:,.0f} events/s); {posts:,} posts in the feed",
+              flush=True)  # fmt: skip
         process, url = _start_server(root, root.parent / "bench-web-server.log")
         try:
             print(f"  server {url} (pid {process.pid}), {connections} connections", flush=True)

@@ -126,11 +126,16 @@ def test_sessions_store_only_digests_and_expire(accounts: Accounts, store: Store
     assert found is not None and found.user.name == "alice" and found.csrf == csrf
     assert accounts.session(session_id + "x", NOW) is None
     # Idle expiry slides with use; the absolute maximum does not.
+    assert accounts.session(session_id, NOW + SESSION_IDLE_MS) is None  # idle a week
     later = NOW + SESSION_IDLE_MS - 1
-    assert accounts.session(session_id, later) is not None
+    used = accounts.session(session_id, later)
+    assert used is not None and used.stale
+    accounts.touch_session(session_id, later)
     assert accounts.session(session_id, later + SESSION_IDLE_MS - 1) is not None
-    assert accounts.session(session_id, NOW + SESSION_MAX_MS) is None
-    assert accounts.session(session_id, NOW + 1000) is None  # closed when found expired
+    assert accounts.session(session_id, NOW + SESSION_MAX_MS) is None  # a month in all
+    # Expired sessions are purged at the next login.
+    accounts.open_session(user, NOW + SESSION_MAX_MS)
+    assert store.query("SELECT count(*) FROM sessions")[0][0] == 1
 
 
 def test_logout_and_password_change_revoke_sessions(accounts: Accounts) -> None:

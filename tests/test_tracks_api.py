@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from tests.audio_files import lying_wav, wav_bytes
-from tests.webapp import web_node
+from tests.webapp import raw_exchange, web_node
 from webui.signed_urls import sign_url
 from webui.tracks_api import media_key
 
@@ -100,18 +100,15 @@ async def test_hostile_uploads_are_refused_quickly_and_store_nothing(tmp_path: P
                 empty = await ada.post("/api/v1/tracks", params={"title": "e"}, content=b"")
                 assert empty.status_code == 422
                 # A client declaring more than the cap is refused before it sends it.
-                host, port = web.url.removeprefix("http://").split(":")
-                stream = await trio.open_tcp_stream(host, int(port))
-                async with stream:
-                    await stream.send_all(
-                        b"POST /api/v1/tracks?title=big HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-                        b"Authorization: Bearer " + web.node.api_token.encode() + b"\r\n"
-                        b"Content-Length: "
-                        + str(300 * 1024 * 1024).encode()
-                        + b"\r\n\r\n"
-                        + b"x" * 1000
-                    )
-                    answer = await stream.receive_some(4096)
+                answer = await raw_exchange(
+                    web.url,
+                    b"POST /api/v1/tracks?title=big HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Authorization: Bearer " + web.node.api_token.encode() + b"\r\n"
+                    b"Content-Length: "
+                    + str(300 * 1024 * 1024).encode()
+                    + b"\r\n\r\n"
+                    + b"x" * 1000,
+                )
                 assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
             async with web.signed_in("ada") as ada:
                 assert (await ada.get("/api/v1/tracks")).json()["items"] == []

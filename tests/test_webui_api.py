@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import httpx
@@ -9,7 +10,7 @@ import trio
 
 from protocol.event import sign_event
 from tests.conftest import signing_key
-from tests.webapp import PASSWORD, web_node
+from tests.webapp import PASSWORD, raw_exchange, web_node
 
 
 async def test_first_run_setup_creates_the_owner_once(tmp_path: Path) -> None:
@@ -299,10 +300,14 @@ async def test_hostile_requests_get_clear_errors_and_change_nothing(tmp_path: Pa
         await web.add_user("ada", "owner")
         with trio.fail_after(30):
             async with web.signed_in("ada") as ada:
-                huge = await ada.post(
-                    "/api/v1/posts", content=b'{"text": "' + b"x" * (2 << 20) + b'"}'
+                huge = await raw_exchange(
+                    web.url,
+                    b"POST /api/v1/posts HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    b"Authorization: Bearer " + web.node.api_token.encode() + b"\r\n"
+                    b"Content-Length: " + str(2 << 20).encode() + b"\r\n\r\n" + b"x" * 1000,
                 )
-                assert huge.status_code == 413
+                assert huge.startswith(b"HTTP/1.1 413"), huge[:100]
+                assert b"connection: close" in huge.lower()
                 not_json = await ada.post("/api/v1/posts", content=b"\xff\xfe{")
                 assert not_json.status_code == 400
                 bad_kind = await ada.post("/api/v1/posts", json={"text": ""})
@@ -318,3 +323,68 @@ async def test_hostile_requests_get_clear_errors_and_change_nothing(tmp_path: Pa
                 shell = await ada.get("/")
                 assert shell.status_code == 200
                 assert "script-src 'self'" in shell.headers["content-security-policy"]
+
+
+async def test_profiles_blocks_and_the_service_worker_version(tmp_path: Path) -> None:
+    async with web_node(tmp_path) as web:
+        ada = await web.add_user("ada", "owner")
+        await web.add_user("mia", "member")
+        stranger = signing_key(204)
+        with trio.fail_after(30):
+            async with web.signed_in("mia") as mia:
+                made = await mia.post("/api/v1/profile", json={"name": "Mia K", "bio": "cellist"})
+                assert made.status_code == 201, made.text
+                assert (
+                    await mia.post("/api/v1/profile", json={"bio": "no name"})
+                ).status_code == 400
+                assert (await mia.get("/api/v1/blocks")).status_code == 403
+            async with web.signed_in("ada") as client:
+                author = (await client.get(f"/api/v1/authors/{made.json()['author']}")).json()
+                assert (author["name"], author["bio"], author["local_user"]) == (
+                    "Mia K", "cellist", "mia",
+                )  # fmt: skip
+                assert author["id"] != ada.author
+                blocked = await client.post(
+                    "/api/v1/blocks", json={"target": stranger.id, "what": "author"}
+                )
+                assert blocked.status_code == 200
+                listed = (await client.get("/api/v1/blocks")).json()["items"]
+                assert listed == [{"target": stranger.id, "what": "author"}]
+                follow = await client.post("/api/v1/follows", json={"author": stranger.id})
+                assert follow.status_code == 409
+                assert (await client.delete(f"/api/v1/blocks/{stranger.id}")).status_code == 204
+                assert (await client.delete(f"/api/v1/blocks/{stranger.id}")).status_code == 404
+                assert (await client.get("/api/v1/blocks")).json()["items"] == []
+
+                worker = await client.get("/sw.js")
+                assert worker.headers["service-worker-allowed"] == "/"
+                assert "const VERSION = 'dev'" not in worker.text
+                assert re.search(r"const VERSION = '[0-9a-f]{16}';", worker.text)
+                manifest = await client.get("/manifest.webmanifest")
+                assert manifest.headers["content-type"] == "application/manifest+json"
+
+
+async def test_feed_names_follow_profile_changes(tmp_path: Path) -> None:
+    async with web_node(tmp_path) as web:
+        await web.add_user("ada", "owner")
+        remote = signing_key(205)
+        t = 1_800_000_000_000
+        first = sign_event(remote, seq=1, prev=None, kind="profile", created=t,
+                           body={"name": "Old Name"})  # fmt: skip
+        post = sign_event(remote, seq=2, prev=first.id, kind="post", created=t + 1,
+                          body={"text": "hello"})  # fmt: skip
+        renamed = sign_event(remote, seq=3, prev=post.id, kind="profile", created=t + 2,
+                             body={"name": "New <Name>"})  # fmt: skip
+        await trio.to_thread.run_sync(lambda: web.node.store.ingest([first, post], now_ms=1))
+        with trio.fail_after(20):
+            async with web.signed_in("ada") as ada:
+                await ada.post("/api/v1/follows", json={"author": remote.id})
+                item = (await ada.get("/api/v1/feed")).json()["items"][0]
+                assert item["author_name"] == "Old Name" and item["local"] is False
+                await trio.to_thread.run_sync(lambda: web.node.store.ingest([renamed], now_ms=2))
+                while True:  # the store watcher notices within its poll interval
+                    item = (await ada.get("/api/v1/feed")).json()["items"][0]
+                    if item["author_name"] != "Old Name":
+                        break
+                    await trio.sleep(0.05)
+                assert item["author_name"] == "New <Name>"

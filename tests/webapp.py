@@ -55,6 +55,15 @@ class WebNode:
             yield client
 
 
+async def raw_exchange(url: str, request: bytes) -> bytes:
+    """Send ``request`` as-is on a fresh TCP connection; the first bytes of the answer."""
+    host, port = url.removeprefix("http://").split(":")
+    stream = await trio.open_tcp_stream(host, int(port))
+    async with stream:
+        await stream.send_all(request)
+        return await stream.receive_some(4096)
+
+
 @asynccontextmanager
 async def web_node(root: Path, name: str = "A", *, rate: float = 1000.0) -> AsyncIterator[WebNode]:
     async with open_node(DataDir(root / name), name=name) as node, trio.open_nursery() as nursery:

@@ -10,6 +10,7 @@ sniffing, no framing, and a per-client rate limit.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Callable
 from pathlib import Path
@@ -75,6 +76,15 @@ def _static_file(relative: str) -> Response:
     # Revalidate every time: the service worker keeps the offline copy.
     response.headers["Cache-Control"] = "no-cache"
     return response
+
+
+def _shell_digest() -> str:
+    """A digest of every static file: the service worker's cache version."""
+    digest = hashlib.sha256()
+    for path in sorted(STATIC.rglob("*")):
+        if path.is_file():
+            digest.update(str(path.relative_to(STATIC)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _is_loopback(host: str) -> bool:
@@ -144,9 +154,14 @@ def create_app(
     async def index() -> Response:
         return _static_file("index.html")
 
+    shell_version = _shell_digest()
+
     @app.get("/sw.js")
     async def service_worker() -> Response:
-        response = _static_file("sw.js")
+        source = (STATIC / "sw.js").read_text()
+        source = source.replace("const VERSION = 'dev';", f"const VERSION = '{shell_version}';")
+        response = Response(source, content_type=STATIC_TYPES[".js"])
+        response.headers["Cache-Control"] = "no-cache"
         response.headers["Service-Worker-Allowed"] = "/"
         return response
 

@@ -80,14 +80,18 @@ class Auth:
                 token.encode(), self.node.api_token.encode()
             ):
                 return Principal(self.node_user, "token")
-            user = await trio.to_thread.run_sync(self.accounts.token_user, token)
+            # An indexed read: inline (see webui/content_api.py on thread hops).
+            user = self.accounts.token_user(token)
             return Principal(user, "token") if user else None
         session_id = request.cookies.get(SESSION_COOKIE, "")
         if not session_id:
             return None
-        session = await trio.to_thread.run_sync(self.accounts.session, session_id, now_ms())
+        now = now_ms()
+        session = self.accounts.session(session_id, now)
         if session is None:
             return None
+        if session.stale:  # sliding expiry: a write, so in a thread (rare: once a minute)
+            await trio.to_thread.run_sync(self.accounts.touch_session, session_id, now)
         return Principal(session.user, "session", session.csrf, session_id)
 
     @staticmethod

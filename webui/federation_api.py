@@ -119,3 +119,19 @@ def register_federation_api(app: QuartTrio, node: Node, auth: Auth) -> None:
             return api_error(400, "bad_request", "target: a 64-hex id; what: author or node")
         await trio.to_thread.run_sync(partial(peerstore.block, store, target, what, now_ms()))
         return jsonify({"blocked": target, "what": what})
+
+    @app.get("/api/v1/blocks")
+    @manage_peers
+    async def blocks() -> Response:
+        found = await trio.to_thread.run_sync(peerstore.blocked, store)
+        items = [{"target": target, "what": what} for target, what in sorted(found.items())]
+        return jsonify({"items": items, "next": None})
+
+    @app.delete("/api/v1/blocks/<target>")
+    @manage_peers
+    async def unblock(target: str) -> Response:
+        if not is_hex32(target):
+            return api_error(400, "bad_request", "target: a 64-hex id")
+        if not await trio.to_thread.run_sync(peerstore.unblock, store, target):
+            return api_error(404, "not_found", "that id is not blocked")
+        return no_content()

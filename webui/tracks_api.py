@@ -103,7 +103,7 @@ def register_tracks_api(
                 page = items.timeline.of_kind("track", scope="local", cursor=cursor, limit=limit)
             return items.page(page, who)
 
-        return jsonify(await trio.to_thread.run_sync(load))
+        return jsonify(load())
 
     async def receive_upload(target: Path) -> int:
         """Stream the request body into ``target``; returns the size or raises BadMedia."""

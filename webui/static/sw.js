@@ -5,9 +5,10 @@
 // - /media/tracks/<blob>: cached under the path WITHOUT the query string
 //   (signed URLs change); the full file is fetched once, Range requests are
 //   answered by slicing the cached blob, so played tracks work offline.
-// Bump VERSION whenever a shell file changes.
+// The node replaces VERSION with a digest of webui/static when it serves this
+// file, so any change to the shell installs a fresh cache.
 
-const VERSION = 'v1';
+const VERSION = 'dev';
 const SHELL_CACHE = `talas-shell-${VERSION}`;
 const MEDIA_CACHE = 'talas-media-v1'; // survives shell updates; also named in js/library.js
 
