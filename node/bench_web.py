@@ -463,7 +463,7 @@ def _prepare(events: int, authors: int) -> tuple[Path, str, float, bool]:
 
 
 def bench_web(events: int, *, seconds: float, connections: int) -> dict[str, float | int]:
-    from node.cli import CliError
+    from node.errors import CliError
 
     if events < 1 or seconds <= 0 or connections < 1:
         raise CliError("--events and --connections must be >= 1 and --seconds > 0")

@@ -35,7 +35,7 @@ from node.daemon import (
     talas_version,
 )
 from node.datadir import DataDir
-from node.errors import LocalError, NodeExists, TalasError
+from node.errors import CliError, LocalError, NodeExists, TalasError
 from node.identity import Identity
 from node.ingest import VerifyPool, decode_batch, ingest_stream, numbered_lines, verify_batch
 from node.store import Store
@@ -46,10 +46,6 @@ DEFAULT_HTTP = "127.0.0.1:8765"
 DEFAULT_P2P = "127.0.0.1:8766"
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
-
-
-class CliError(TalasError):
-    """A command-line problem with a message for the user."""
 
 
 def _read_passphrase(args: argparse.Namespace, *, confirm: bool = False) -> bytes | None:

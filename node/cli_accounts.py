@@ -15,13 +15,12 @@ from typing import Any
 
 from node.accounts import Accounts, add_member
 from node.daemon import now_ms
+from node.errors import CliError
 from node.roles import Role
 
 
 def _read_password(args: argparse.Namespace) -> str:
     """The password from --password-file, or stdin (prompted twice on a terminal)."""
-    from node.cli import CliError
-
     if args.password_file:
         try:
             return Path(args.password_file).read_text().rstrip("\r\n")
@@ -94,7 +93,7 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
-    from node.cli import CliError, _open_existing
+    from node.cli import _open_existing
 
     with _open_existing(args) as (_, _, store):
         if not Accounts(store).revoke_token(args.token):

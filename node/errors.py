@@ -34,6 +34,10 @@ class StoreError(LocalError):
     """The database or blob store is unusable."""
 
 
+class CliError(TalasError):
+    """A command-line problem with a message for the user (bad usage: exit 2)."""
+
+
 class NodeExists(LocalError):
     """``init`` was asked to create a node where one already exists."""
 

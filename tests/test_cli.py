@@ -261,3 +261,33 @@ async def test_rate_limit_answers_429(tmp_path: Path) -> None:
                     break
         assert 429 in statuses
         assert statuses[0] == 200
+
+
+def test_user_and_token_commands(tmp_path: Path) -> None:
+    data = tmp_path / "n"
+    ok(talas(data, "init"))
+    secret = tmp_path / "pw"
+    secret.write_text("correct horse battery\n")
+    added = ok(talas(data, "user", "add", "ada", "--role", "owner", "--password-file", str(secret)))
+    assert added.startswith("added ada (owner), author ")
+    ok(talas(data, "user", "add", "mia", stdin=b"another password\n"))
+    short = talas(data, "user", "add", "bob", stdin=b"short\n")
+    assert short.returncode == 1 and b"passwords are" in short.stderr
+    bad_role = talas(data, "user", "add", "bob", "--role", "root", stdin=b"x" * 12)
+    assert bad_role.returncode == 2
+    users = json.loads(ok(talas(data, "user", "list", "--json")))
+    assert [(u["name"], u["role"]) for u in users] == [("ada", "owner"), ("mia", "member")]
+    assert users[0]["author"] != users[1]["author"]
+
+    token = ok(talas(data, "token", "create", "--user", "mia", "--label", "ci")).strip()
+    listed = json.loads(ok(talas(data, "token", "list")))
+    assert [(t["user"], t["label"]) for t in listed] == [("mia", "ci")]
+    assert token not in json.dumps(listed)
+    assert talas(data, "token", "revoke", "talas_nope").returncode == 2
+    ok(talas(data, "token", "revoke", listed[0]["id"]))
+    assert json.loads(ok(talas(data, "token", "list"))) == []
+
+    last_owner = talas(data, "user", "remove", "ada")
+    assert last_owner.returncode == 1 and b"at least one owner" in last_owner.stderr
+    ok(talas(data, "user", "remove", "mia"))
+    assert [u["name"] for u in json.loads(ok(talas(data, "user", "list", "--json")))] == ["ada"]

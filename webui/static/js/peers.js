@@ -1,8 +1,8 @@
-// #/peers — federation: configured peers, live links, and followed authors.
+// #/peers — federation: configured peers, live links, followed authors, blocks.
 import { h, replace, timeEl, shortId } from './dom.js';
 import { get, post, del } from './api.js';
 import { can } from './session.js';
-import { field, errorBox, showError, clearError, busy, pageHeader, section, badge, authorLink } from './ui.js';
+import { field, select, errorBox, showError, clearError, busy, pageHeader, section, badge, authorLink } from './ui.js';
 
 const HEX64 = '[0-9a-f]{64}';
 
@@ -94,6 +94,52 @@ function followForm(reload) {
   return form;
 }
 
+const BLOCK_KINDS = [['author', 'Author'], ['node', 'Node']];
+
+function blockRow(b, reload, errorEl) {
+  const target = String(b?.target ?? '');
+  const what = b?.what === 'node' ? 'node' : 'author';
+  const label = what === 'author'
+    ? h('a', { class: 'block-target mono break', href: `#/author/${encodeURIComponent(target)}` }, target)
+    : h('span', { class: 'block-target mono break' }, target);
+  const li = h('li', { class: 'block', dataset: { target, what } },
+    h('span', { class: 'block-label' }, badge(what, 'what'), ' ', label));
+  const remove = h('button', { type: 'button', class: 'small block-remove' }, 'Unblock');
+  remove.addEventListener('click', async () => {
+    clearError(errorEl);
+    try {
+      await busy(remove, () => del(`/blocks/${encodeURIComponent(target)}`));
+      reload();
+    } catch (err) { showError(errorEl, err); }
+  });
+  li.append(remove);
+  return li;
+}
+
+function blockForm(reload) {
+  const target = h('input', { id: 'block-target', required: true, pattern: HEX64, spellcheck: 'false', autocapitalize: 'none', autocomplete: 'off' });
+  const what = select({ id: 'block-what' }, BLOCK_KINDS, 'author');
+  const submit = h('button', { id: 'block-submit', type: 'submit', class: 'danger' }, 'Block');
+  const error = errorBox('block-error');
+  const form = h('form', { id: 'block-form', class: 'inline-form', novalidate: true },
+    field('Id to block', target, 'An author id or a node id: 64 hex characters.'),
+    field('Kind', what),
+    error, h('div', { class: 'actions' }, submit));
+  form.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    clearError(error);
+    const id = target.value.trim().toLowerCase();
+    if (!new RegExp(`^${HEX64}$`).test(id)) { showError(error, 'An id is 64 hex characters.'); target.focus(); return; }
+    try {
+      await busy(submit, () => post('/blocks', { target: id, what: what.value === 'node' ? 'node' : 'author' }));
+      form.reset();
+      what.value = 'author';
+      await reload();
+    } catch (err) { showError(error, err); }
+  });
+  return form;
+}
+
 export async function render(view) {
   view.append(pageHeader('Peers', 'Nodes this node federates with, and the authors it follows.'));
   const peerError = errorBox('peers-error');
@@ -140,10 +186,28 @@ export async function render(view) {
     } catch (err) { showError(followError, err); }
   }
 
-  if (can('manage_peers')) view.append(peerForm(loadPeers));
+  const blockError = errorBox('blocks-error');
+  const blockList = h('ul', { id: 'block-list', class: 'block-list' });
+
+  async function loadBlocks() {
+    clearError(blockError);
+    try {
+      const items = (await get('/blocks'))?.items || [];
+      replace(blockList, items.length ? items.map((b) => blockRow(b, loadBlocks, blockError))
+        : h('li', { class: 'muted empty' }, 'Nothing is blocked.'));
+    } catch (err) { showError(blockError, err); }
+  }
+
+  const manage = can('manage_peers');
+  if (manage) view.append(peerForm(loadPeers));
   view.append(
     section('Peers', peerError, peerList),
     section('Live links', linkList),
     section('Following', can('post') ? followForm(loadFollows) : null, followError, followList));
-  await Promise.all([loadPeers(), loadFollows()]);
+  if (manage) {
+    view.append(section('Blocked',
+      h('p', { class: 'muted' }, 'This node stops taking in content from blocked authors and no longer talks to blocked nodes.'),
+      blockForm(loadBlocks), blockError, blockList));
+  }
+  await Promise.all([loadPeers(), loadFollows(), manage ? loadBlocks() : null]);
 }
