@@ -137,7 +137,20 @@ OFFER_CATEGORIES = ("gear", "preset", "sample", "service", "other")
 LESSON_FORMATS = ("guide", "tutorial", "exercise", "audio", "video", "reading")
 LEVELS = ("beginner", "intermediate", "advanced")
 
+PART_SLOTS = ("capsule", "preamp", "body", "firmware")
+REPAIR_ACTIONS = ("part-swapped", "firmware-updated", "repaired", "inspected", "transferred")
+
 _title = Field(text(1, 300), required=True)
+_serial = pattern(
+    re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z"),
+    "a serial number (1-64 letters, digits, . _ -)",
+)
+_part: Schema = {
+    "slot": Field(one_of(*PART_SLOTS), required=True),
+    "model": Field(text(1, 100), required=True),
+    "serial": Field(_serial, required=True),
+    "revision": Field(text(0, 50)),
+}
 _lesson: Schema = {
     "title": _title,
     "format": Field(one_of(*LESSON_FORMATS)),
@@ -180,6 +193,7 @@ SCHEMAS: dict[str, Schema] = {
         "status": Field(one_of("open", "closed")),
         "location": Field(text(0, 200)),
         "blobs": Field(list_of(hex_id, 0, 20)),
+        "hardware": Field(_serial),
     },
     "course": {
         "title": _title,
@@ -187,6 +201,24 @@ SCHEMAS: dict[str, Schema] = {
         "level": Field(one_of(*LEVELS)),
         "lessons": Field(list_of(obj(_lesson), 1, 200), required=True),
         "prerequisites": Field(list_of(hex_id, 0, 50)),
+    },
+    "hardware": {
+        "serial": Field(_serial, required=True),
+        "model": Field(text(1, 100), required=True),
+        "firmware": Field(text(1, 50)),
+        "parts": Field(list_of(obj(_part), 0, 32), required=True),
+        "notes": Field(text(0, 5_000)),
+    },
+    "repair": {
+        "serial": Field(_serial, required=True),
+        "action": Field(one_of(*REPAIR_ACTIONS), required=True),
+        "removed": Field(obj(_part)),
+        "installed": Field(obj(_part)),
+        "firmware_from": Field(text(1, 50)),
+        "firmware_to": Field(text(1, 50)),
+        "by": Field(text(1, 100), required=True),
+        "when": Field(integer(0), required=True),
+        "notes": Field(text(0, 5_000)),
     },
     "like": {"target": Field(hex_id, required=True)},
     "follow": {

@@ -32,6 +32,46 @@ function followButton(author) {
   return button;
 }
 
+/**
+ * Block / unblock toggle for authors that are not this node's own (needs
+ * manage_peers). `blockedBadge` is shown while the author is blocked.
+ */
+function blockButton(author, blocked, blockedBadge) {
+  if (!can('manage_peers') || author.local_user || author.collective || isMine(author.id)) return null;
+  let isBlocked = blocked;
+  const button = h('button', { id: 'block-author', type: 'button' });
+  const paint = () => {
+    button.textContent = isBlocked ? 'Unblock' : 'Block';
+    button.className = isBlocked ? '' : 'danger';
+    button.setAttribute('aria-pressed', String(isBlocked));
+    blockedBadge.hidden = !isBlocked;
+  };
+  paint();
+  button.addEventListener('click', async () => {
+    try {
+      await busy(button, () => (isBlocked
+        ? del(`/blocks/${encodeURIComponent(author.id)}`)
+        : post('/blocks', { target: author.id, what: 'author' })));
+      isBlocked = !isBlocked;
+      paint();
+    } catch (err) {
+      window.alert(err.message);
+    }
+  });
+  return button;
+}
+
+/** Is `authorId` on this node's block list? Only asked of users who may see it. */
+async function isBlocked(authorId) {
+  if (!can('manage_peers')) return false;
+  try {
+    const items = (await get('/blocks'))?.items || [];
+    return items.some((b) => b?.target === authorId && b?.what !== 'node');
+  } catch {
+    return false;
+  }
+}
+
 export async function render(view, { id }) {
   const error = errorBox('author-error');
   view.append(error);
@@ -44,14 +84,21 @@ export async function render(view, { id }) {
     return;
   }
   const counts = author.counts || {};
+  const remote = !author.local_user && !author.collective;
+  const blockedBadge = badge('blocked', 'blocked');
+  blockedBadge.id = 'author-blocked';
+  blockedBadge.hidden = true;
+  const blocked = remote ? await isBlocked(author.id) : false;
   view.append(h('header', { class: 'page-header profile card' },
     h('h1', { id: 'author-name', tabindex: '-1' }, author.name || author.local_user || shortId(author.id)),
+    typeof author.bio === 'string' && author.bio ? h('p', { id: 'author-bio', class: 'bio' }, author.bio) : null,
     h('p', { class: 'author-id mono', title: author.id }, author.id),
     h('div', { class: 'badges' },
-      author.local_user ? badge(`member: ${author.local_user}`, 'local') : badge('remote author', 'remote'),
-      author.following ? badge('following') : null),
-    author.bio ? h('p', { class: 'bio' }, author.bio) : null,
-    h('div', { class: 'actions' }, followButton(author))));
+      author.local_user ? badge(`member: ${author.local_user}`, 'local')
+        : author.collective ? badge('collective', 'local') : badge('remote author', 'remote'),
+      author.following ? badge('following') : null,
+      blockedBadge),
+    h('div', { class: 'actions' }, followButton(author), blockButton(author, blocked, blockedBadge))));
 
   // Tabs: one list per kind, loaded on demand.
   const tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Content' });
