@@ -135,6 +135,10 @@ def main(args: argparse.Namespace) -> int:
         from node.bench_web import bench_web
 
         figures = bench_web(args.events, seconds=args.seconds, connections=args.connections)
+    elif args.bench_name == "discovery":
+        from node.bench_discovery import bench_discovery
+
+        figures = bench_discovery(args.runs)
     else:  # argparse restricts the names; this is a programming error
         raise AssertionError(args.bench_name)
     print(json.dumps({"bench": args.bench_name, **figures}, sort_keys=True))

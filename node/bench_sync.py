@@ -48,7 +48,7 @@ def _seed_node(data: DataDir, lines: list[bytes]) -> None:
 async def _start_b(data: DataDir) -> tuple[trio.Process, str]:
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "node.cli", "--data", str(data.root), "run",
-         "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0"],
+         "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0", "--no-discovery"],
         stdout=subprocess.PIPE,
     )  # fmt: skip
     assert process.stdout is not None

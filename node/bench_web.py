@@ -182,7 +182,7 @@ def _start_server(root: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "node.cli", "--data", str(root), "run",
-             "--http", "127.0.0.1:0", "--no-p2p"],
+             "--http", "127.0.0.1:0", "--no-p2p", "--no-discovery"],
             stdout=out,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

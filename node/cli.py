@@ -26,6 +26,7 @@ import trio
 from node import peerstore
 from node.accounts import Accounts
 from node.cli_accounts import add_commands
+from node.cli_nearby import add_commands as add_nearby_commands
 from node.daemon import (
     now_ms,
     open_node,
@@ -133,6 +134,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from exc
     identity = Identity(data.root)
     passphrase = _unlock_passphrase(args, identity)
+    interfaces = _discovery_interfaces(args)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -143,13 +145,20 @@ def cmd_run(args: argparse.Namespace) -> int:
                 node.http_rate = args.rate_limit
                 addresses = await nursery.start(
                     partial(
-                        serve_node, node, http=http, p2p=p2p, verify_workers=args.verify_workers
+                        serve_node,
+                        node,
+                        http=http,
+                        p2p=p2p,
+                        verify_workers=args.verify_workers,
+                        discovery=interfaces,
                     )
                 )
                 print(f"talas {talas_version()}: node {node.node_id} ({node.name})")
                 print(f"  data    {data.root}")
                 if "p2p" in addresses:
                     print(f"  p2p     {addresses['p2p']}")
+                if interfaces:
+                    print(f"  mDNS    {', '.join(interfaces)}")
                 print(f"  web UI  {addresses['http']}")
                 if not await trio.to_thread.run_sync(Accounts(node.store).count):
                     print(
@@ -171,6 +180,22 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise
         raise ours from group
     return 0
+
+
+def _discovery_interfaces(args: argparse.Namespace) -> list[str] | None:
+    """Where mDNS runs: the given addresses, else the LAN's; None when turned off."""
+    if args.no_discovery:
+        return None
+    if args.discovery_interface:
+        import ipaddress
+
+        try:
+            return [str(ipaddress.IPv4Address(a)) for a in args.discovery_interface]
+        except ValueError as exc:
+            raise CliError(f"--discovery-interface takes an IPv4 address: {exc}") from exc
+    from node.discovery import lan_interfaces
+
+    return lan_interfaces() or None
 
 
 def _first_talas_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -417,6 +442,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-p2p", action="store_true", help="do not federate")
     run.add_argument(
+        "--discovery-interface",
+        action="append",
+        metavar="ADDR",
+        help="run mDNS discovery on the interface with this IPv4 address (repeatable;"
+        " default: the machine's LAN interfaces)",
+    )
+    run.add_argument("--no-discovery", action="store_true", help="no mDNS discovery")
+    run.add_argument(
         "--verify-workers",
         type=int,
         default=0,
@@ -493,6 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.set_defaults(func=cmd_author_add)
 
     add_commands(commands)
+    add_nearby_commands(commands)
 
     bench = commands.add_parser("bench", help="run a benchmark; last line is JSON")
     bsub = bench.add_subparsers(dest="bench_name", required=True, metavar="NAME")
@@ -517,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--seconds", type=float, default=10.0)
     web.add_argument("--connections", type=int, default=4)
     web.set_defaults(func=cmd_bench)
+    disc = bsub.add_parser("discovery", help="time from a node starting to being listed nearby")
+    disc.add_argument("--runs", type=int, default=5)
+    disc.set_defaults(func=cmd_bench)
     return parser
 
 

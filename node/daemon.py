@@ -15,12 +15,13 @@ import json
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import ExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import hypercorn.config
 import hypercorn.trio
@@ -36,7 +37,9 @@ from node.store import EventRef, Store
 from protocol.keys import SigningKey
 
 if TYPE_CHECKING:
+    from node.discovery import Discovery
     from node.federation import Federation
+    from node.mics import MicManager
 
 WATCH_INTERVAL = 0.2
 
@@ -79,6 +82,8 @@ class Node:
     event_count: int = 0
     started_ms: int = field(default_factory=now_ms)
     federation: Federation | None = None
+    discovery: Discovery | None = None
+    mics: MicManager | None = None
     passphrase: bytes | None = None
     api_token: str = ""
     http_rate: float = 1000.0
@@ -247,6 +252,22 @@ def ensure_api_token(data: DataDir) -> str:
     return token
 
 
+def _discovery(node: Node, interfaces: Sequence[str], service: str | None) -> Discovery:
+    from node.discovery import SERVICE_TYPE, Discovery
+
+    http_port = urlsplit(node.addresses["http"]).port
+    p2p = node.addresses.get("p2p")
+    assert http_port is not None
+    return Discovery(
+        node_id=node.node_id,
+        name=node.name,
+        http_port=http_port,
+        p2p_port=urlsplit(p2p).port if p2p else None,
+        interfaces=interfaces,
+        service_type=service or SERVICE_TYPE,
+    )
+
+
 def write_runtime_file(node: Node) -> None:
     """Tell ``talas id`` where this node listens (owner-only, atomic)."""
     path = node.data.runtime_file
@@ -276,10 +297,17 @@ async def serve_node(
     http: tuple[str, int],
     p2p: tuple[str, int] | None = None,
     verify_workers: int = 0,
+    discovery: Sequence[str] | None = None,
+    discovery_service: str | None = None,
     task_status: trio.TaskStatus[dict[str, str]],
 ) -> None:
-    """Start every service of ``node``; report its addresses once all listen."""
+    """Start every service of ``node``; report its addresses once all listen.
+
+    ``discovery`` lists the interface addresses mDNS runs on (None: no
+    discovery); ``discovery_service`` overrides the service type (tests).
+    """
     from node.federation import Federation  # imports daemon: keep the cycle lazy
+    from node.mics import MicManager
 
     with ExitStack() as resources:
         pool = resources.enter_context(VerifyPool(verify_workers)) if verify_workers else None
@@ -290,6 +318,11 @@ async def serve_node(
                 node.federation = federation
                 node.addresses["p2p"] = await nursery.start(federation.serve, *p2p)
                 await nursery.start(federation.supervise)
+            node.mics = MicManager(node)
+            await nursery.start(node.mics.run)
             node.addresses["http"] = await nursery.start(serve_http, node, *http)
+            if discovery:
+                node.discovery = _discovery(node, discovery, discovery_service)
+                await nursery.start(node.discovery.run)
             await trio.to_thread.run_sync(write_runtime_file, node)
             task_status.started(dict(node.addresses))

@@ -26,10 +26,11 @@ class Permission(StrEnum):
     MANAGE_USERS = "manage_users"
     MANAGE_PEERS = "manage_peers"
     MODERATE = "moderate"
+    HARDWARE = "hardware"
 
 
 _ALL = frozenset(Permission)
-_MEMBER = frozenset({Permission.READ, Permission.POST, Permission.UPLOAD})
+_MEMBER = frozenset({Permission.READ, Permission.POST, Permission.UPLOAD, Permission.HARDWARE})
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.OWNER: _ALL,

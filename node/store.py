@@ -144,10 +144,20 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX events_author_kind_seq ON events (author, kind, seq)")
 
 
+def _migration_4(db: sqlite_utils.Database) -> None:
+    """Attached mic modules: re-attached when the node starts."""
+    db.table("mics").create(
+        {"target": str, "serial": str, "attached_by": str, "attached": int},
+        pk="target",
+        not_null={"attached_by", "attached"},
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
+    _migration_4,
 ]
 """Schema migrations in order; ``PRAGMA user_version`` counts those applied."""
 

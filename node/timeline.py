@@ -89,7 +89,7 @@ class Timeline:
             f" WHERE deleted = 0 AND {where} ORDER BY {TIME} DESC, arrival DESC LIMIT ?",
             [*params, limit + 1],
         )
-        events = [_trusted(row[2:]) for row in rows[:limit]]
+        events = [trusted_event(row[2:]) for row in rows[:limit]]
         following = None
         if len(rows) > limit:
             arrival, time = rows[limit - 1][:2]
@@ -134,7 +134,7 @@ class Timeline:
             f"SELECT {_COLUMNS} FROM events WHERE id = ? AND deleted = 0",  # noqa: S608
             (event_id,),
         )
-        return _trusted(rows[0]) if rows else None
+        return trusted_event(rows[0]) if rows else None
 
     def counts(self, author: str) -> dict[str, int]:
         rows = self.store.query(
@@ -163,7 +163,7 @@ class Timeline:
         )
         found: dict[str, dict[str, Any]] = {}
         for row in rows:
-            event = _trusted(row)
+            event = trusted_event(row)
             if event.body is not None:
                 found[event.author] = dict(event.body)
         return found
@@ -180,7 +180,7 @@ class Timeline:
 _COLUMNS = "id, author, seq, prev, kind, created, raw"
 
 
-def _trusted(row: tuple[object, ...]) -> Event:
+def trusted_event(row: tuple[object, ...]) -> Event:
     """An event from a stored row, without re-verifying it.
 
     The store holds only events that were parsed strictly, hashed and

@@ -60,6 +60,8 @@ async def running_node(data: Path, *extra: str) -> AsyncIterator[Running]:
             "--p2p",
             "127.0.0.1:0",
             *extra,
+            # mDNS never runs on this machine's real interfaces in tests.
+            *(() if any("discovery" in a for a in extra) else ("--no-discovery",)),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

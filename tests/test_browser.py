@@ -63,7 +63,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     for name, role in (("ada", "owner"), ("gus", "guest")):
         ok(talas(data, "user", "add", name, "--role", role, stdin=f"{PASSWORD}\n".encode()))
     process = subprocess.Popen(
-        [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0", "--no-p2p"],
+        [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0", "--no-p2p", "--no-discovery"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=clean_env(),

@@ -142,7 +142,10 @@ def test_insecure_key_file_is_refused_with_the_fix(node_dir: Path) -> None:
     assert result.returncode == 2
     message = result.stderr.decode()
     assert str(key) in message and "chmod 600" in message
-    run = talas(node_dir, "run", "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0", timeout=30)
+    run = talas(
+        node_dir, "run", "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0", "--no-discovery",
+        timeout=30,
+    )  # fmt: skip
     assert run.returncode == 2 and str(key) in run.stderr.decode()
 
 
@@ -236,7 +239,17 @@ async def _talas_run_refused(data: Path) -> str:
     env = clean_env()
     with trio.fail_after(30):
         result = await trio.run_process(
-            [*TALAS, "--data", str(data), "run", "--http", "127.0.0.1:0", "--p2p", "127.0.0.1:0"],
+            [
+                *TALAS,
+                "--data",
+                str(data),
+                "run",
+                "--http",
+                "127.0.0.1:0",
+                "--p2p",
+                "127.0.0.1:0",
+                "--no-discovery",
+            ],
             capture_stdout=True,
             capture_stderr=True,
             env=env,

@@ -55,20 +55,46 @@ class WebNode:
             yield client
 
 
-async def raw_exchange(url: str, request: bytes) -> bytes:
-    """Send ``request`` as-is on a fresh TCP connection; the first bytes of the answer."""
+async def raw_exchange(url: str, request: bytes, *, until: bytes | None = None) -> bytes:
+    """Send ``request`` as-is on a fresh TCP connection; the answer's first bytes.
+
+    With ``until``, keep reading until that marker has arrived after the headers.
+    """
     host, port = url.removeprefix("http://").split(":")
     stream = await trio.open_tcp_stream(host, int(port))
     async with stream:
         await stream.send_all(request)
-        return await stream.receive_some(4096)
+        answer = await stream.receive_some(4096)
+        while until is not None and until not in answer.partition(b"\r\n\r\n")[2]:
+            more = await stream.receive_some(4096)
+            if not more:
+                break
+            answer += more
+        return answer
 
 
 @asynccontextmanager
-async def web_node(root: Path, name: str = "A", *, rate: float = 1000.0) -> AsyncIterator[WebNode]:
+async def web_node(
+    root: Path,
+    name: str = "A",
+    *,
+    rate: float = 1000.0,
+    p2p: bool = False,
+    discovery_service: str | None = None,
+) -> AsyncIterator[WebNode]:
+    """A node serving the web app; with ``discovery_service``, mDNS on 127.0.0.1 only."""
     async with open_node(DataDir(root / name), name=name) as node, trio.open_nursery() as nursery:
         node.password_policy = FAST_PASSWORDS
         node.http_rate = rate
-        addresses = await nursery.start(partial(serve_node, node, http=("127.0.0.1", 0), p2p=None))
+        addresses = await nursery.start(
+            partial(
+                serve_node,
+                node,
+                http=("127.0.0.1", 0),
+                p2p=("127.0.0.1", 0) if p2p else None,
+                discovery=["127.0.0.1"] if discovery_service else None,
+                discovery_service=discovery_service,
+            )
+        )
         yield WebNode(node, addresses["http"].rstrip("/"))
         nursery.cancel_scope.cancel()

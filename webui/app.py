@@ -30,6 +30,8 @@ from webui.accounts_api import register_accounts_api
 from webui.auth import Auth, api_error
 from webui.content_api import Items, register_content_api
 from webui.federation_api import register_federation_api
+from webui.mics_api import register_mics_api
+from webui.nearby_api import register_nearby_api
 from webui.openapi import register_openapi
 from webui.tracks_api import UPLOAD_ENDPOINT, register_tracks_api
 
@@ -144,6 +146,8 @@ def create_app(
     register_content_api(app, node, auth, items)
     register_federation_api(app, node, auth)
     register_tracks_api(app, node, auth, items, clock=clock)
+    register_nearby_api(app, node, auth)
+    register_mics_api(app, node, auth, items)
     register_openapi(app)
 
     @app.get("/api/v1/node")
