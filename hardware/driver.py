@@ -423,8 +423,15 @@ class MicModule:
 
 
 def _unwrap(group: BaseExceptionGroup[Any]) -> BaseException:
-    """The single exception of a nursery group (our tasks never raise, so it is the body's)."""
-    exc: BaseException = group
+    """The one real exception of a nursery group, else the group itself.
+
+    Our tasks never raise on their own; when the caller's scope is cancelled
+    while the body fails (a module unplugged during shutdown), the group holds
+    the body's error beside the tasks' ``Cancelled``.  The error is what the
+    caller must see; the cancellation is re-delivered at its next checkpoint.
+    """
+    _, rest = group.split(trio.Cancelled)
+    exc: BaseException = group if rest is None else rest
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc

@@ -120,6 +120,8 @@ class SimulatedModule:
     model: str = MODEL
     firmware: str = FIRMWARE
     failed: frozenset[Slot] = frozenset()
+    capsule_serial: str | None = None
+    """A replacement capsule's serial (simulates a repair); default derives from ``serial``."""
     settings: Settings = DEFAULT_SETTINGS
     seed: int | None = None
     identify_until: float = 0.0
@@ -133,7 +135,7 @@ class SimulatedModule:
 
     def info(self) -> ModuleInfo:
         parts = (
-            Part(Slot.CAPSULE, "TC-2D dual 1in", f"C-{self.serial}", "B"),
+            Part(Slot.CAPSULE, "TC-2D dual 1in", self.capsule_serial or f"C-{self.serial}", "B"),
             Part(Slot.PREAMP, "TP-60 class A", f"P-{self.serial}", "3"),
             Part(Slot.BODY, "TB-1 brass", f"B-{self.serial}", "A"),
             Part(Slot.FIRMWARE, "talas-mic-fw", f"F-{self.serial}", self.firmware),
@@ -310,6 +312,10 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=[slot.value for slot in Slot],
         help="simulate a failed part (repeatable)",
     )
+    parser.add_argument("--firmware", default=FIRMWARE, help="firmware version to report")
+    parser.add_argument(
+        "--capsule-serial", help="serial of a replacement capsule (simulates a repair)"
+    )
     parser.add_argument("--seed", type=int, help="seed for the meters' randomness")
     parser.add_argument("--quiet", action="store_true", help="no activity log on stderr")
     args = parser.parse_args(argv)
@@ -328,6 +334,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
         args.module = SimulatedModule(
             serial=args.serial,
+            firmware=args.firmware,
+            capsule_serial=args.capsule_serial,
             failed=frozenset(Slot(value) for value in args.fail),
             seed=args.seed,
             log=(lambda _: None) if args.quiet else _log,

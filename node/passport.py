@@ -109,6 +109,13 @@ def changes(
         before, after = state.parts.get(slot), reported.get(slot)
         if before is not None and after is not None and dict(before) == after:
             continue
+        if (
+            slot == "firmware"
+            and before is not None
+            and after is not None
+            and (before.get("model"), before.get("serial")) == (after["model"], after["serial"])
+        ):
+            continue  # the same firmware part at a new revision: a firmware update, below
         body: dict[str, Any] = {
             "serial": state.serial,
             "action": "part-swapped",

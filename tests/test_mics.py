@@ -163,3 +163,43 @@ def test_pure_checks() -> None:
         except ValueError:
             continue
         raise AssertionError(f"accepted {bad}")
+
+
+async def test_a_swapped_capsule_and_new_firmware_enter_the_passport(tmp_path: Path) -> None:
+    """Reattached after a repair, the module's own report becomes signed repair events."""
+    async with web_node(tmp_path) as web:
+        await web.add_user("ada", "owner")
+        with trio.fail_after(60):
+            async with web.signed_in("ada") as ada:
+                async with simulator("--tcp", "127.0.0.1:0", "--serial", "TM1-REP-1") as (_, t):
+                    assert (await ada.post("/api/v1/mics", json={"target": t})).status_code == 201
+                port = t.rsplit(":", 1)[1]
+                repaired = ("--capsule-serial", "C-NEW-7", "--firmware", "2.0.0")
+                async with simulator(
+                    "--tcp", f"127.0.0.1:{port}", "--serial", "TM1-REP-1", *repaired
+                ):
+                    entries = await wait_for(
+                        ada,
+                        "/api/v1/mics/TM1-REP-1/passport",
+                        lambda p: len(p["items"]) >= 3,
+                    )
+                kinds = [(e["kind"], e["body"].get("action")) for e in entries["items"]]
+                assert kinds == [
+                    ("hardware", None),
+                    ("repair", "part-swapped"),
+                    ("repair", "firmware-updated"),
+                ]
+                swap, firmware = entries["items"][1]["body"], entries["items"][2]["body"]
+                assert swap["removed"]["serial"] == "C-TM1-REP-1"
+                assert swap["installed"]["serial"] == "C-NEW-7"
+                assert firmware["firmware_to"] == "2.0.0" and firmware["by"] == "ada"
+                collective = web.node.identity.author_info("default").public.hex()
+                assert {e["author"] for e in entries["items"]} == {collective}
+                # The module can be offered with its passport.
+                offer = await ada.post(
+                    "/api/v1/offers",
+                    json={"title": "Talas M1, new capsule", "category": "gear",
+                          "offered": "mic", "wanted": "preamp", "condition": "good",
+                          "hardware": "TM1-REP-1"},
+                )  # fmt: skip
+                assert offer.status_code == 201, offer.text

@@ -37,6 +37,8 @@ const SHELL = [
   '/static/js/course.js',
   '/static/js/members.js',
   '/static/js/peers.js',
+  '/static/js/nearby.js',
+  '/static/js/mic.js',
   '/static/js/settings.js',
 ];
 

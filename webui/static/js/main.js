@@ -12,6 +12,8 @@ import * as courses from './courses.js';
 import * as course from './course.js';
 import * as members from './members.js';
 import * as peers from './peers.js';
+import * as nearby from './nearby.js';
+import * as mic from './mic.js';
 import * as settings from './settings.js';
 
 const NAV = [
@@ -21,6 +23,7 @@ const NAV = [
   { key: 'courses', label: 'Courses' },
   { key: 'members', label: 'Members', perm: 'manage_users' },
   { key: 'peers', label: 'Peers' },
+  { key: 'nearby', label: 'Nearby' },
   { key: 'settings', label: 'Settings' },
 ];
 
@@ -78,6 +81,8 @@ function defineRoutes() {
   route('/course/:id', (p) => show(course, p, 'Course', 'courses'));
   route('/members', () => show(members, {}, 'Members', 'members'));
   route('/peers', () => show(peers, {}, 'Peers', 'peers'));
+  route('/nearby', () => show(nearby, {}, 'Nearby', 'nearby'));
+  route('/mic/:serial', (p) => show(mic, p, 'Mic module', 'nearby'));
   route('/settings', () => show(settings, {}, 'Settings', 'settings'));
   setNotFound(() => navigate('/feed'));
   setGuard((path) => {

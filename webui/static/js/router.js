@@ -3,6 +3,7 @@
 const routes = [];
 let guard = null;
 let notFound = null;
+let leaveController = new AbortController();
 
 /** Register a route, e.g. route('/course/:id', ({id}) => ...). */
 export function route(pattern, handler) {
@@ -25,7 +26,25 @@ export function navigate(path) {
   else location.hash = `#${path}`;
 }
 
+/**
+ * An AbortSignal that fires when the current route is left (the next
+ * dispatch). Pages take it synchronously at the start of render() — before
+ * any await — and stop their timers, streams and listeners on 'abort';
+ * after an await they check `signal.aborted` before starting anything new.
+ */
+export function leaving() { return leaveController.signal; }
+
+/** Run `fn` every `ms` milliseconds until `signal` aborts. */
+export function every(ms, fn, signal) {
+  if (signal.aborted) return;
+  const timer = setInterval(fn, ms);
+  signal.addEventListener('abort', () => clearInterval(timer), { once: true });
+}
+
 export function dispatch() {
+  // Tear down whatever the previous page started before rendering the next.
+  leaveController.abort();
+  leaveController = new AbortController();
   const path = currentPath();
   const redirect = guard ? guard(path) : null;
   if (redirect && redirect !== path) { navigate(redirect); return; }
