@@ -299,12 +299,14 @@ async def serve_node(
     verify_workers: int = 0,
     discovery: Sequence[str] | None = None,
     discovery_service: str | None = None,
+    serial_directories: Sequence[str] = (),
     task_status: trio.TaskStatus[dict[str, str]],
 ) -> None:
     """Start every service of ``node``; report its addresses once all listen.
 
     ``discovery`` lists the interface addresses mDNS runs on (None: no
     discovery); ``discovery_service`` overrides the service type (tests).
+    ``serial_directories`` are watched for serial ports besides the USB ones.
     """
     from node.federation import Federation  # imports daemon: keep the cycle lazy
     from node.mics import MicManager
@@ -318,7 +320,7 @@ async def serve_node(
                 node.federation = federation
                 node.addresses["p2p"] = await nursery.start(federation.serve, *p2p)
                 await nursery.start(federation.supervise)
-            node.mics = MicManager(node)
+            node.mics = MicManager(node, port_directories=serial_directories)
             await nursery.start(node.mics.run)
             node.addresses["http"] = await nursery.start(serve_http, node, *http)
             if discovery:

@@ -19,7 +19,7 @@ fail with :class:`MicOffline` when there is none.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -28,6 +28,7 @@ import trio
 
 from hardware.driver import MicModule, open_mic
 from hardware.errors import MicError, MicLocalError
+from hardware.hotplug import PortAdded, PortEvent, watch_ports
 from hardware.messages import LowCut, Pattern
 from node import passport
 from node.daemon import Node, now_ms
@@ -75,6 +76,8 @@ class AttachedMic:
     last_seen_ms: int | None = None
     connects: int = 0
     module: MicModule | None = field(default=None, repr=False)
+    plugged: trio.Event = field(default_factory=trio.Event, repr=False)
+    """Set when its serial port (re)appears: the supervisor retries at once."""
     changed: trio.Event = field(default_factory=trio.Event, repr=False)
     cancel: trio.CancelScope = field(default_factory=trio.CancelScope, repr=False)
 
@@ -102,10 +105,21 @@ class AttachedMic:
 class MicManager:
     """The node's attached modules; start :meth:`run` in the node's nursery."""
 
-    def __init__(self, node: Node, *, retry_max: float = RETRY_MAX) -> None:
+    def __init__(
+        self,
+        node: Node,
+        *,
+        retry_max: float = RETRY_MAX,
+        port_directories: Sequence[str] = (),
+        watch_serial: bool = True,
+    ) -> None:
         self.node = node
         self.retry_max = retry_max
         self.mics: dict[str, AttachedMic] = {}
+        self.ports: set[str] = set()
+        """Serial ports present now (USB serial devices, and ``port_directories``)."""
+        self._port_directories = port_directories
+        self._watch_serial = watch_serial
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -117,8 +131,24 @@ class MicManager:
             self._nursery = nursery
             for target, by, attached in rows:
                 self._start(AttachedMic(str(target), str(by), int(str(attached))))
+            if self._watch_serial:
+                send, receive = trio.open_memory_channel[PortEvent](64)
+                await nursery.start(partial(watch_ports, send, directories=self._port_directories))
+                nursery.start_soon(self._follow_ports, receive)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _follow_ports(self, receive: trio.MemoryReceiveChannel[PortEvent]) -> None:
+        """Hot plug: keep the port list; a returning port wakes its module's supervisor."""
+        async with receive:
+            async for event in receive:
+                if isinstance(event, PortAdded):
+                    self.ports.add(event.path)
+                    mic = self.mics.get(event.path)
+                    if mic is not None:
+                        mic.plugged.set()
+                else:
+                    self.ports.discard(event.path)
 
     def _start(self, mic: AttachedMic) -> None:
         assert self._nursery is not None, "MicManager.run is not running"
@@ -222,7 +252,9 @@ class MicManager:
                     mic.module = None
                     mic.online = False
                     mic.notify()
-                await trio.sleep(delay)
+                with trio.move_on_after(delay):
+                    await mic.plugged.wait()  # hot plug: the port came back
+                mic.plugged = trio.Event()
                 delay = min(self.retry_max, delay * 2)
 
     async def _serve(self, mic: AttachedMic, module: MicModule) -> None:

@@ -203,3 +203,27 @@ async def test_a_swapped_capsule_and_new_firmware_enter_the_passport(tmp_path: P
                           "hardware": "TM1-REP-1"},
                 )  # fmt: skip
                 assert offer.status_code == 201, offer.text
+
+
+async def test_hot_plug_lists_ports_and_a_replugged_module_comes_back(tmp_path: Path) -> None:
+    ports = tmp_path / "ports"
+    ports.mkdir()
+    link = str(ports / "ttyTALAS0")
+    async with web_node(tmp_path, serial_directories=(str(ports),)) as web:
+        await web.add_user("ada", "owner")
+        with trio.fail_after(60):
+            async with web.signed_in("ada") as ada:
+                assert (await ada.get("/api/v1/mics/ports")).json()["items"] == []
+                async with simulator("--pty", "--link", link, "--serial", "TM1-HOT-1"):
+                    listed = await wait_for(ada, "/api/v1/mics/ports", lambda p: p["items"])
+                    assert listed["items"] == [{"path": link, "attached": False}]
+                    made = await ada.post("/api/v1/mics", json={"target": link})
+                    assert made.json()["online"] is True
+                # Unplugged: the port disappears and the module is offline.
+                await wait_for(ada, "/api/v1/mics/ports", lambda p: not p["items"])
+                await wait_for(ada, "/api/v1/mics/TM1-HOT-1", lambda m: not m["online"])
+                await trio.Path(link).unlink(missing_ok=True)  # as the OS drops the device node
+                async with simulator("--pty", "--link", link, "--serial", "TM1-HOT-1"):
+                    await wait_for(ada, "/api/v1/mics/TM1-HOT-1", lambda m: m["online"])
+                    ports_now = (await ada.get("/api/v1/mics/ports")).json()["items"]
+                    assert ports_now == [{"path": link, "attached": True}]

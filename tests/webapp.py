@@ -81,6 +81,7 @@ async def web_node(
     rate: float = 1000.0,
     p2p: bool = False,
     discovery_service: str | None = None,
+    serial_directories: tuple[str, ...] = (),
 ) -> AsyncIterator[WebNode]:
     """A node serving the web app; with ``discovery_service``, mDNS on 127.0.0.1 only."""
     async with open_node(DataDir(root / name), name=name) as node, trio.open_nursery() as nursery:
@@ -94,6 +95,7 @@ async def web_node(
                 p2p=("127.0.0.1", 0) if p2p else None,
                 discovery=["127.0.0.1"] if discovery_service else None,
                 discovery_service=discovery_service,
+                serial_directories=serial_directories,
             )
         )
         yield WebNode(node, addresses["http"].rstrip("/"))

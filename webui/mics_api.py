@@ -40,6 +40,16 @@ def register_mics_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> N
         found = [] if node.mics is None else [m.as_json() for m in node.mics.mics.values()]
         return jsonify({"items": found, "next": None})
 
+    @app.get("/api/v1/mics/ports")
+    @auth.require(Permission.READ)
+    async def ports() -> Response:
+        """Serial ports present now (hot plug), attached or not."""
+        attached = set() if node.mics is None else set(node.mics.mics)
+        present = [] if node.mics is None else sorted(node.mics.ports)
+        return jsonify(
+            {"items": [{"path": p, "attached": p in attached} for p in present], "next": None}
+        )
+
     @app.post("/api/v1/mics")
     @auth.require(Permission.HARDWARE)
     async def attach() -> Response:
