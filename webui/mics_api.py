@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
-from quart import Response, jsonify
+from quart import Response, jsonify, request
 from quart_trio import QuartTrio
 
 from node.daemon import Node, now_ms
@@ -92,7 +92,8 @@ def register_mics_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> N
     @app.post("/api/v1/mics/<serial>/identify")
     @auth.require(Permission.HARDWARE)
     async def identify(serial: str) -> Response:
-        seconds = (await json_body()).get("seconds", 5)
+        raw = await request.get_data()
+        seconds = (await json_body()).get("seconds", 5) if raw.strip() else 5
         if isinstance(seconds, bool) or not isinstance(seconds, int) or not 0 <= seconds <= 60:
             return api_error(400, "bad_request", "seconds must be an integer from 0 to 60")
         try:
@@ -150,4 +151,7 @@ def register_mics_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> N
         body["serial"] = serial
         body.setdefault("by", current().user.name)
         body.setdefault("when", now_ms())
-        return await publish(node, items, "repair", body, collective=data.get("as") == "collective")
+        publish_as = data.get("as", "me")
+        if publish_as not in ("me", "collective"):
+            return api_error(400, "bad_request", "'as' must be 'me' or 'collective'")
+        return await publish(node, items, "repair", body, collective=publish_as == "collective")
