@@ -139,6 +139,10 @@ def main(args: argparse.Namespace) -> int:
         from node.bench_discovery import bench_discovery
 
         figures = bench_discovery(args.runs)
+    elif args.bench_name == "audio":
+        from node.bench_audio import bench_audio
+
+        figures = bench_audio(args.seconds, args.streams)
     else:  # argparse restricts the names; this is a programming error
         raise AssertionError(args.bench_name)
     print(json.dumps({"bench": args.bench_name, **figures}, sort_keys=True))

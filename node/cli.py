@@ -554,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     disc = bsub.add_parser("discovery", help="time from a node starting to being listed nearby")
     disc.add_argument("--runs", type=int, default=5)
     disc.set_defaults(func=cmd_bench)
+    audio = bsub.add_parser("audio", help="one-way WebRTC audio latency on loopback, CPU, idle RSS")
+    audio.add_argument("--seconds", type=float, default=10.0)
+    audio.add_argument("--streams", type=int, default=1)
+    audio.set_defaults(func=cmd_bench)
     return parser
 
 

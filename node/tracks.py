@@ -28,16 +28,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO
-
-import av
-import av.error
-from av.audio.frame import AudioFrame
-from av.audio.stream import AudioStream
-from av.container import InputContainer
-from av.stream import Disposition
+from typing import TYPE_CHECKING, BinaryIO
 
 from node.errors import RemoteError
+
+if TYPE_CHECKING:  # PyAV loads FFmpeg (~17 MB): only when a file is probed
+    import av
+    from av.audio.frame import AudioFrame
+    from av.audio.stream import AudioStream
+    from av.container import InputContainer
 
 MAX_TRACK_BYTES = 200 * 1024 * 1024
 MIN_SAMPLE_RATE = 1
@@ -135,6 +134,9 @@ def probe_audio(path: Path) -> AudioInfo:
 
     Raises :class:`BadMedia` for anything else, within about :data:`PROBE_SECONDS`.
     """
+    import av  # lazy: FFmpeg loads only when a file is probed
+    import av.error
+
     deadline = time.monotonic() + PROBE_SECONDS
     with contextlib.suppress(Exception):
         av.error.err_check(0)  # drop an exception PyAV stashed for this thread and never raised
@@ -304,6 +306,8 @@ def _inspect(
 
 def _single_audio_stream(container: InputContainer) -> AudioStream:
     """The one audio stream; cover art is fine, real video and extra audio tracks are not."""
+    from av.stream import Disposition
+
     video = [s for s in container.streams.video if not s.disposition & Disposition.attached_pic]
     audio = list(container.streams.audio)
     if not audio:
@@ -332,6 +336,8 @@ def _claimed_ticks(
     container: InputContainer, stream: AudioStream, time_base: Fraction
 ) -> int | None:
     """The length the headers announce, in the stream's time base, or None if unknown."""
+    import av
+
     if stream.duration is not None and stream.duration > 0:
         return stream.duration
     if container.duration is not None and container.duration > 0:
@@ -386,6 +392,8 @@ def _scan(
 
 def _decode(stream: AudioStream, packet: av.Packet[AudioStream] | None, scan: _Scan) -> int:
     """Decode one packet (None flushes); check and count the frames it yields."""
+    import av.error
+
     try:
         frames: list[AudioFrame] = stream.decode(packet)
     except av.error.FFmpegError as exc:

@@ -12,8 +12,9 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import aclosing
 from pathlib import Path
 
 import pytest
@@ -404,7 +405,7 @@ def test_crash_mid_write_leaves_no_partial_blob(store: BlobStore, root: Path) ->
     assert final.exists()
 
 
-async def _agen(chunks: list[bytes]) -> AsyncIterator[bytes]:
+async def _agen(chunks: list[bytes]) -> AsyncGenerator[bytes, None]:
     for c in chunks:
         await trio.lowlevel.checkpoint()
         yield c
@@ -420,10 +421,12 @@ async def test_put_async_stream(store: BlobStore, root: Path) -> None:
 
 
 async def test_put_async_stream_errors_store_nothing(store: BlobStore, root: Path) -> None:
-    with pytest.raises(BlobTooLarge):
-        await put_async_stream(store, _agen([b"x" * 600] * 3), max_size=1000)
-    with pytest.raises(BlobHashMismatch):
-        await put_async_stream(store, _agen([b"x"]), expected_hash=sha(b"y"))
+    async with aclosing(_agen([b"x" * 600] * 3)) as chunks:
+        with pytest.raises(BlobTooLarge):
+            await put_async_stream(store, chunks, max_size=1000)
+    async with aclosing(_agen([b"x"])) as chunks:
+        with pytest.raises(BlobHashMismatch):
+            await put_async_stream(store, chunks, expected_hash=sha(b"y"))
     assert stored_files(root) == [] and tmp_files(root) == []
 
 
