@@ -220,6 +220,14 @@ SCHEMAS: dict[str, Schema] = {
         "when": Field(integer(0), required=True),
         "notes": Field(text(0, 5_000)),
     },
+    "dm": {
+        "to": Field(hex_id, required=True),
+        "nonce": Field(pattern(re.compile(r"[0-9a-f]{48}\Z"), "48 lowercase hex"), required=True),
+        "box": Field(
+            pattern(re.compile(r"[A-Za-z0-9+/]{1,8000}={0,2}\Z"), "base64 (at most 8000)"),
+            required=True,
+        ),
+    },
     "like": {"target": Field(hex_id, required=True)},
     "follow": {
         "author": Field(hex_id, required=True),

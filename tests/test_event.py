@@ -70,6 +70,7 @@ VALID_BODIES: dict[str, dict[str, JSONValue]] = {
         "by": "Ada's workshop",
         "when": 1_750_000_000_000,
     },
+    "dm": {"to": HEX_B, "nonce": "ab" * 24, "box": "c2VhbGVk"},
     "like": {"target": HEX_A},
     "follow": {"author": HEX_B, "active": True},
     "delete": {"target": HEX_A, "reason": "typo"},

@@ -34,6 +34,7 @@ from node.discovery import NearbyMic, NearbyNode, pairing_code
 from protocol import kinds
 from protocol.errors import InvalidEvent
 from tests.audio_files import text_bytes, wav_bytes
+from tests.conftest import signing_key
 from tests.webapp import FAST_PASSWORDS, PASSWORD, WebNode, raw_exchange, web_node
 from webui.app import create_app
 
@@ -485,6 +486,15 @@ async def signed_in_answers(
         made = await ada.post("/api/v1/posts", json={"text": text, "tags": ["demo"]})
         post = check(made, "/api/v1/posts", 201)
     check(await ada.post("/api/v1/posts", json={"text": ""}), "/api/v1/posts", 400)
+
+    # Direct messages.
+    dms, friend = "/api/v1/dms", signing_key(40).id
+    sent = check(await ada.post(dms, json={"to": friend, "text": "hi"}), dms, 201)
+    check(await ada.post(dms, json={"to": "nobody", "text": "hi"}), dms, 400)
+    talk = check(await ada.get(dms, params={"with": friend}), dms, 200)
+    assert [m["id"] for m in talk["items"]] == [sent["id"]]
+    assert check(await ada.get(dms), dms, 200)["items"][0]["with"] == friend
+    check(await ada.get(dms, params={"with": "x"}), dms, 400)
     feed = "/api/v1/feed"
     page = check(await ada.get(feed, params={"limit": 1}), feed, 200)
     assert page["next"] is not None and page["items"][0]["body"]["text"] == "second"

@@ -28,7 +28,9 @@ from node.tracks import MAX_TRACK_BYTES
 from protocol.errors import ProtocolError
 from webui.accounts_api import register_accounts_api
 from webui.auth import Auth, api_error
+from webui.chat_api import register_chat_api
 from webui.content_api import Items, register_content_api
+from webui.dm_api import register_dm_api
 from webui.federation_api import register_federation_api
 from webui.mics_api import register_mics_api
 from webui.nearby_api import register_nearby_api
@@ -148,6 +150,8 @@ def create_app(
     register_tracks_api(app, node, auth, items, clock=clock)
     register_nearby_api(app, node, auth)
     register_mics_api(app, node, auth, items)
+    register_chat_api(app, node, auth)
+    register_dm_api(app, node, auth, items)
     register_openapi(app)
 
     @app.get("/api/v1/node")
