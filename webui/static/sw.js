@@ -30,6 +30,7 @@ const SHELL = [
   '/static/js/tracks.js',
   '/static/js/signin.js',
   '/static/js/feed.js',
+  '/static/js/messages.js',
   '/static/js/profile.js',
   '/static/js/library.js',
   '/static/js/market.js',

@@ -5,6 +5,7 @@ import { session, loadMe, can, forget, onSessionChange } from './session.js';
 import { route, setGuard, setNotFound, start, dispatch, navigate } from './router.js';
 import * as signin from './signin.js';
 import * as feed from './feed.js';
+import * as messages from './messages.js';
 import * as profile from './profile.js';
 import * as library from './library.js';
 import * as market from './market.js';
@@ -18,6 +19,7 @@ import * as settings from './settings.js';
 
 const NAV = [
   { key: 'feed', label: 'Feed' },
+  { key: 'messages', label: 'Messages', perm: 'post' },
   { key: 'library', label: 'Library' },
   { key: 'market', label: 'Market' },
   { key: 'courses', label: 'Courses' },
@@ -75,6 +77,8 @@ function defineRoutes() {
   route('/signin', () => show(signin, {}, 'Sign in', null));
   route('/feed', () => show(feed, {}, 'Feed', 'feed'));
   route('/author/:id', (p) => show(profile, p, 'Author', null));
+  route('/messages', () => show(messages, {}, 'Messages', 'messages'));
+  route('/messages/:id', (p) => show(messages, p, 'Messages', 'messages'));
   route('/library', () => show(library, {}, 'Library', 'library'));
   route('/market', () => show(market, {}, 'Market', 'market'));
   route('/courses', () => show(courses, {}, 'Courses', 'courses'));

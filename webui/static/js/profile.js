@@ -32,6 +32,12 @@ function followButton(author) {
   return button;
 }
 
+/** "Message" link to a conversation with this author (not oneself, not the collective). */
+function messageLink(author) {
+  if (!can('post') || author.collective || isMine(author.id)) return null;
+  return h('a', { id: 'author-message', class: 'button', href: `#/messages/${encodeURIComponent(author.id)}` }, 'Message');
+}
+
 /**
  * Block / unblock toggle for authors that are not this node's own (needs
  * manage_peers). `blockedBadge` is shown while the author is blocked.
@@ -98,7 +104,7 @@ export async function render(view, { id }) {
         : author.collective ? badge('collective', 'local') : badge('remote author', 'remote'),
       author.following ? badge('following') : null,
       blockedBadge),
-    h('div', { class: 'actions' }, followButton(author), blockButton(author, blocked, blockedBadge))));
+    h('div', { class: 'actions' }, messageLink(author), followButton(author), blockButton(author, blocked, blockedBadge))));
 
   // Tabs: one list per kind, loaded on demand.
   const tabs = h('div', { class: 'tabs', role: 'tablist', 'aria-label': 'Content' });
