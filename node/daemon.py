@@ -309,6 +309,7 @@ async def serve_node(
     ``serial_directories`` are watched for serial ports besides the USB ones.
     """
     from node.federation import Federation  # imports daemon: keep the cycle lazy
+    from node.live import serve_live
     from node.mics import MicManager
 
     with ExitStack() as resources:
@@ -320,6 +321,7 @@ async def serve_node(
                 node.federation = federation
                 node.addresses["p2p"] = await nursery.start(federation.serve, *p2p)
                 await nursery.start(federation.supervise)
+                await nursery.start(serve_live, federation)  # aiortc loads on first live use
             node.mics = MicManager(node, port_directories=serial_directories)
             await nursery.start(node.mics.run)
             node.addresses["http"] = await nursery.start(serve_http, node, *http)

@@ -7,6 +7,10 @@ node id) and runs :class:`node.replication.PeerSession` on it.  A supervisor
 re-reads peers, follows and blocks from the database on a short interval, so
 changes made by ``talas peer add`` / ``follow`` / ``block`` in another process
 take effect while the node runs.
+
+Live features (chat over WebRTC data channels) reach peers through
+:meth:`Federation.send_signal`, and signals received on a link go to
+:attr:`Federation.live` (set by :func:`node.live.serve_live`).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import random
 import sys
 from collections.abc import Callable, Iterable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import trio
 import trio_websocket
@@ -35,6 +40,9 @@ from node.replication import PeerSession, backoff_delays
 from node.store import EventRef
 from protocol.feed import FeedHead
 from protocol.messages import MAX_INTEREST_AUTHORS, MAX_VECTOR_AUTHORS, Goodbye
+
+if TYPE_CHECKING:
+    from node.live import LiveManager
 
 SUPERVISE_INTERVAL = 0.5
 LIVE_STATE_EVERY_MS = 2000
@@ -72,6 +80,8 @@ class Federation:
         self._inbound_limiter = RateLimiter(rate=INBOUND_PER_IP_PER_S, burst=20)
         self.ingest_observer: Callable[[PeerSession, ImportResult], None] | None = None
         """Called after each batch a peer sent is ingested (simulations measure hops here)."""
+        self.live: LiveManager | None = None
+        """The live layer: verifies and handles received signals (None: signals dropped)."""
         node.add_listener(self.on_new_events)
 
     # -- state shared with sessions -------------------------------------------------
@@ -173,6 +183,13 @@ class Federation:
         for session in list(self.sessions.values()):
             await session.send_want()
         return True
+
+    async def send_signal(self, peer_id: str, envelope: bytes) -> None:
+        """Send a signed signalling envelope on the link to ``peer_id`` (raises LinkError)."""
+        session = self.sessions.get(peer_id)
+        if session is None:
+            raise LinkClosed(f"no link to node {peer_id[:16]}…")
+        await session.send_signal(envelope)
 
     # -- sessions -----------------------------------------------------------------
 

@@ -24,6 +24,12 @@ peer costs a set entry per author, not memory per event; what the peer still
 lacks is always recomputed from the durable store (the store *is* the
 outbox, so it survives restarts).
 
+Live signalling (``specs/live.md`` §9) shares the link: a received
+``SignalMessage`` goes to the federation's live layer, which verifies it
+against the peer this link authenticated; misbehaviour (malformed, forged,
+misaddressed) counts against the link, honest trouble (expired, replayed) is
+only logged, and signals are rate-limited per link.
+
 Incoming batches go through the node's ingest path under the federation's
 FIFO ingest lock: a flooding peer waits its turn behind honest peers' batches,
 and since a reader holds at most one batch while it waits, memory is bounded
@@ -33,6 +39,7 @@ by peers x batch size.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -56,9 +63,11 @@ from protocol.messages import (
     NeedVector,
     Ping,
     Pong,
+    SignalMessage,
     Vector,
     Want,
 )
+from protocol.signalling import Expired, Replayed, SignallingError
 
 if TYPE_CHECKING:
     from node.federation import Federation
@@ -69,6 +78,11 @@ BATCH_EVENTS = 1000
 BATCH_BYTES = 1 << 20
 MAX_INVALID_EVENTS = 100
 RECEIVE_BYTES_PER_S = 32 * 1024 * 1024
+SIGNALS_PER_S = 10.0
+SIGNAL_BURST = 40
+MAX_INVALID_SIGNALS = 20
+
+log = logging.getLogger(__name__)
 
 
 def vector_hash(heads: Mapping[str, FeedHead], authors: Iterable[str]) -> str:
@@ -88,6 +102,9 @@ class SessionStats:
     events_accepted: int = 0
     invalid_events: int = 0
     unsolicited_events: int = 0
+    signals_received: int = 0
+    invalid_signals: int = 0
+    dropped_signals: int = 0
     in_sync_at: float | None = None
     caught_up_at: float | None = None
 
@@ -112,6 +129,9 @@ class PeerSession:
     _vectors_requested: int = 0  # 1 while a need_vector is unanswered
     _interests_requested: int = 0  # 1 while a need_interest is unanswered
     _their_interest_hash: str | None = None
+    _signal_limiter: RateLimiter = field(
+        default_factory=lambda: RateLimiter(rate=SIGNALS_PER_S, burst=SIGNAL_BURST, max_clients=1)
+    )
 
     def __post_init__(self) -> None:
         # One batch queued for the committer while the reader prepares the next:
@@ -181,6 +201,29 @@ class PeerSession:
         digest = scope_hash(federation.interest)
         await self._send(Want(federation.scope_digest, vector_hash(heads, scope), digest))
 
+    async def send_signal(self, envelope: bytes) -> None:
+        """Send one signed live-signalling envelope to this peer (raises LinkError)."""
+        await self._send(SignalMessage(envelope))
+
+    def _on_signal(self, envelope: bytes) -> None:
+        self.stats.signals_received += 1
+        live = self.federation.live
+        if live is None or not self._signal_limiter.allow("peer", trio.current_time()):
+            self.stats.dropped_signals += 1
+            return
+        try:
+            live.receive_signal(self.peer_id, envelope)
+        except (Expired, Replayed) as exc:  # can happen to an honest peer: log only
+            self.stats.dropped_signals += 1
+            log.info("signal from %s dropped: %s", self.peer_id[:16], exc)
+        except SignallingError as exc:  # malformed, forged or misaddressed: misbehaviour
+            self.stats.invalid_signals += 1
+            log.warning("signal from %s refused: %s", self.peer_id[:16], exc)
+            if self.stats.invalid_signals > MAX_INVALID_SIGNALS:
+                raise PeerMisbehaved(
+                    f"peer sent {self.stats.invalid_signals} invalid signals"
+                ) from exc
+
     async def _keepalive(self) -> None:
         nonce = 0
         while True:
@@ -222,6 +265,8 @@ class PeerSession:
                 await self._send(Pong(nonce))
             case Pong():
                 pass
+            case SignalMessage(envelope):
+                self._on_signal(envelope)
             case Goodbye(reason):
                 raise LinkClosed(f"peer said goodbye: {reason}")
             case NeedInterest():

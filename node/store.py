@@ -153,11 +153,41 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    """Live chat: rooms, their member nodes, and message history (node/live/chat.py).
+
+    A message is numbered per (room, origin node) by ``oseq``, contiguous from 1:
+    a node stores another node's messages only in that order, so the highest
+    ``oseq`` held is what to ask for after.  ``id`` de-duplicates; history reads
+    in (lamport, author, id) order.
+    """
+    db.table("chat_rooms").create({"room": str, "created": int}, pk="room", not_null={"created"})
+    db.table("chat_members").create(
+        {"room": str, "node_id": str, "added": int},
+        pk=("room", "node_id"),
+        not_null={"added"},
+        foreign_keys=[("room", "chat_rooms", "room")],
+    )
+    db.table("chat_messages").create(
+        {
+            "room": str, "origin": str, "oseq": int, "id": str, "author": str,
+            "author_name": str, "sent_ms": int, "lamport": int, "text": str, "received": int,
+        },
+        pk=("room", "origin", "oseq"),
+        not_null={"id", "author", "author_name", "sent_ms", "lamport", "text", "received"},
+    )  # fmt: skip
+    db.table("chat_messages").create_index(["id"], unique=True, index_name="chat_messages_id")
+    db.table("chat_messages").create_index(
+        ["room", "lamport", "author", "id"], index_name="chat_messages_order"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 """Schema migrations in order; ``PRAGMA user_version`` counts those applied."""
 

@@ -17,6 +17,11 @@ the authors it replicates and of its heads for them).  A side that knows that
 scope compares with its own heads: equal digests mean nothing to exchange
 (``InSync``); otherwise it asks for the full ``Vector`` (``NeedVector``) and
 then streams the missing events in order, then live.
+
+Live signalling (``specs/live.md`` §9) rides the same link as one more binary
+type, ``0x03 | envelope``: a signed WebRTC offer or answer, carried as the
+exact bytes the sender signed.  The framing layer does not parse it (the live
+layer verifies it strictly); it only bounds its size.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from typing import Any
 
 from protocol.canonical import MAX_EVENT_BYTES
 from protocol.errors import ProtocolError
+from protocol.signalling import MAX_SIGNAL_BYTES
 
 MAX_MESSAGE = 4 * 1024 * 1024
 MAX_EVENTS_PER_BATCH = 4096
@@ -36,7 +42,7 @@ MAX_INTEREST_AUTHORS = 10_000
 MAX_VECTOR_AUTHORS = 50_000  # ~3.7 MB of JSON: a full vector fits in MAX_MESSAGE
 CHUNK_PLAINTEXT = 65535 - 16 - 1
 _MORE, _LAST = 0x01, 0x00
-_CONTROL, _EVENTS = 0x01, 0x02
+_CONTROL, _EVENTS, _SIGNAL = 0x01, 0x02, 0x03
 _U32 = struct.Struct(">I")
 
 
@@ -105,8 +111,28 @@ class Interest:
     authors: frozenset[str]
 
 
+@dataclass(frozen=True, slots=True)
+class SignalMessage:
+    """A signed live-signalling envelope (``specs/live.md`` §9), as the sender signed it.
+
+    Not parsed here: between 1 and ``MAX_SIGNAL_BYTES`` bytes, verified by the live layer.
+    """
+
+    envelope: bytes
+
+
 Message = (
-    Want | NeedVector | Vector | InSync | Events | Ping | Pong | Goodbye | Interest | NeedInterest
+    Want
+    | NeedVector
+    | Vector
+    | InSync
+    | Events
+    | Ping
+    | Pong
+    | Goodbye
+    | Interest
+    | NeedInterest
+    | SignalMessage
 )
 
 _HEX64 = frozenset("0123456789abcdef")
@@ -124,8 +150,16 @@ def _nonce(value: Any) -> int:
     return value
 
 
+def _check_signal(envelope: bytes) -> bytes:
+    if not 1 <= len(envelope) <= MAX_SIGNAL_BYTES:
+        raise FramingError(f"a signal is 1 to {MAX_SIGNAL_BYTES} bytes, not {len(envelope)}")
+    return envelope
+
+
 def encode(message: Message) -> bytes:
     """One application message as bytes (before chunking)."""
+    if isinstance(message, SignalMessage):
+        return bytes([_SIGNAL]) + _check_signal(message.envelope)
     if isinstance(message, Events):
         parts = [bytes([_EVENTS]), _U32.pack(len(message.events))]
         for raw in message.events:
@@ -165,6 +199,8 @@ def decode(data: bytes) -> Message:
     kind = data[0]
     if kind == _EVENTS:
         return Events(_decode_events(data))
+    if kind == _SIGNAL:
+        return SignalMessage(_check_signal(data[1:]))
     if kind != _CONTROL:
         raise FramingError(f"unknown message type {kind}")
     try:

@@ -278,7 +278,7 @@ def test_trailing_bytes_are_refused() -> None:
         decode(batch([b"abc", b"def"], count=1))
 
 
-@pytest.mark.parametrize("kind", [0x00, 0x03, 0x10, 0x7B, 0xFF])
+@pytest.mark.parametrize("kind", [0x00, 0x04, 0x10, 0x7B, 0xFF])
 def test_unknown_types_are_refused(kind: int) -> None:
     with pytest.raises(FramingError, match="unknown message type"):
         decode(bytes([kind]) + b'{"t":"ping","n":1}')

@@ -495,6 +495,21 @@ async def signed_in_answers(
     assert [m["id"] for m in talk["items"]] == [sent["id"]]
     assert check(await ada.get(dms), dms, 200)["items"][0]["with"] == friend
     check(await ada.get(dms, params={"with": "x"}), dms, 400)
+
+    # Chat rooms (this node alone: the peers' side is tests/test_live_chat.py).
+    rooms, posts = "/api/v1/chat/rooms", "/api/v1/chat/rooms/{room}/messages"
+    check(await ada.post(rooms, json={"room": "collective", "peers": []}), rooms, 201)
+    check(await ada.post(rooms, json={"room": "collective"}), rooms, 200)
+    check(await ada.post(rooms, json={"room": "Bad Room"}), rooms, 400)
+    check(await ada.post(rooms, json={"room": "jam", "peers": ["0" * 64]}), rooms, 409)
+    assert check(await ada.get(rooms), rooms, 200)["rooms"][0]["room"] == "collective"
+    said = "/api/v1/chat/rooms/collective/messages"
+    check(await ada.post(said, json={"text": "hello room"}), posts, 201)
+    check(await ada.post(said, json={"text": " "}), posts, 400)
+    check(await ada.post("/api/v1/chat/rooms/nowhere/messages", json={"text": "x"}), posts, 404)
+    history = check(await ada.get(said), posts, 200)
+    assert [m["text"] for m in history["items"]] == ["hello room"]
+    check(await ada.get("/api/v1/chat/rooms/nowhere/messages"), posts, 404)
     feed = "/api/v1/feed"
     page = check(await ada.get(feed, params={"limit": 1}), feed, 200)
     assert page["next"] is not None and page["items"][0]["body"]["text"] == "second"
