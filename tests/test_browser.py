@@ -43,6 +43,9 @@ FLAGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
+# Assertions wait for the page; a loaded 2-core CI machine needs more than 5 s.
+expect.set_options(timeout=15_000)
+
 XSS_POST = '<img src=x onerror="window.__xss = 1">'
 XSS_TITLE = "<script>window.__xss = 2</script><b>title</b>"
 
