@@ -31,6 +31,7 @@ const SHELL = [
   '/static/js/signin.js',
   '/static/js/feed.js',
   '/static/js/messages.js',
+  '/static/js/chat.js',
   '/static/js/profile.js',
   '/static/js/library.js',
   '/static/js/market.js',

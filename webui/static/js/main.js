@@ -6,6 +6,7 @@ import { route, setGuard, setNotFound, start, dispatch, navigate } from './route
 import * as signin from './signin.js';
 import * as feed from './feed.js';
 import * as messages from './messages.js';
+import * as chat from './chat.js';
 import * as profile from './profile.js';
 import * as library from './library.js';
 import * as market from './market.js';
@@ -20,6 +21,7 @@ import * as settings from './settings.js';
 const NAV = [
   { key: 'feed', label: 'Feed' },
   { key: 'messages', label: 'Messages', perm: 'post' },
+  { key: 'chat', label: 'Chat' },
   { key: 'library', label: 'Library' },
   { key: 'market', label: 'Market' },
   { key: 'courses', label: 'Courses' },
@@ -79,6 +81,8 @@ function defineRoutes() {
   route('/author/:id', (p) => show(profile, p, 'Author', null));
   route('/messages', () => show(messages, {}, 'Messages', 'messages'));
   route('/messages/:id', (p) => show(messages, p, 'Messages', 'messages'));
+  route('/chat', () => show(chat, {}, 'Chat', 'chat'));
+  route('/chat/:room', (p) => show(chat, p, 'Chat', 'chat'));
   route('/library', () => show(library, {}, 'Library', 'library'));
   route('/market', () => show(market, {}, 'Market', 'market'));
   route('/courses', () => show(courses, {}, 'Courses', 'courses'));
