@@ -184,12 +184,12 @@ class Federation:
             await session.send_want()
         return True
 
-    async def send_signal(self, peer_id: str, envelope: bytes) -> None:
-        """Send a signed signalling envelope on the link to ``peer_id`` (raises LinkError)."""
+    def send_signal(self, peer_id: str, envelope: bytes) -> None:
+        """Queue a signed signalling envelope on the link to ``peer_id`` (raises LinkError)."""
         session = self.sessions.get(peer_id)
         if session is None:
             raise LinkClosed(f"no link to node {peer_id[:16]}…")
-        await session.send_signal(envelope)
+        session.send_signal(envelope)
 
     # -- sessions -----------------------------------------------------------------
 

@@ -67,7 +67,7 @@ from protocol.messages import (
     Vector,
     Want,
 )
-from protocol.signalling import Expired, Replayed, SignallingError
+from protocol.signalling import MAX_SIGNAL_BYTES, Expired, Replayed, SignallingError
 
 if TYPE_CHECKING:
     from node.federation import Federation
@@ -81,6 +81,7 @@ RECEIVE_BYTES_PER_S = 32 * 1024 * 1024
 SIGNALS_PER_S = 10.0
 SIGNAL_BURST = 40
 MAX_INVALID_SIGNALS = 20
+SIGNAL_OUTBOX = 16
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,7 @@ class PeerSession:
         # One batch queued for the committer while the reader prepares the next:
         # at most three batches per link in memory.
         self._prepared_send, self._prepared_receive = trio.open_memory_channel[PreparedBatch](1)
+        self._signals_send, self._signals_receive = trio.open_memory_channel[bytes](SIGNAL_OUTBOX)
 
     @property
     def peer_id(self) -> str:
@@ -176,7 +178,11 @@ class PeerSession:
         """Replicate until the link ends; raise why it ended (LinkError)."""
         with self._cancel:
             async with trio.open_nursery() as nursery:
-                for task in (self._reader, self._committer, self._sender, self._keepalive):
+                tasks = (
+                    self._reader, self._committer, self._sender, self._keepalive,
+                    self._signal_sender,
+                )  # fmt: skip
+                for task in tasks:
                     nursery.start_soon(self._guard, task)
                 await self._guard(self.send_want)
         if self._error is not None:
@@ -201,9 +207,26 @@ class PeerSession:
         digest = scope_hash(federation.interest)
         await self._send(Want(federation.scope_digest, vector_hash(heads, scope), digest))
 
-    async def send_signal(self, envelope: bytes) -> None:
-        """Send one signed live-signalling envelope to this peer (raises LinkError)."""
-        await self._send(SignalMessage(envelope))
+    def send_signal(self, envelope: bytes) -> None:
+        """Queue one signed live-signalling envelope for this peer; never blocks.
+
+        The session's own task sends it: a live call may be cancelled at any time,
+        but a link send must never stop half-way (each chunk advances the Noise
+        nonce, so an interrupted send breaks the link for good).  Raises LinkBroken
+        when SIGNAL_OUTBOX signals already wait (the peer is not reading).
+        """
+        if not 1 <= len(envelope) <= MAX_SIGNAL_BYTES:
+            raise ValueError(f"a signal is 1 to {MAX_SIGNAL_BYTES} bytes")
+        try:
+            self._signals_send.send_nowait(envelope)
+        except trio.WouldBlock:
+            raise LinkBroken(f"{SIGNAL_OUTBOX} signals already wait for this link") from None
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            raise LinkClosed("the link is closing") from None
+
+    async def _signal_sender(self) -> None:
+        async for envelope in self._signals_receive:
+            await self._send(SignalMessage(envelope))
 
     def _on_signal(self, envelope: bytes) -> None:
         self.stats.signals_received += 1

@@ -24,7 +24,7 @@ import trio
 
 from node import peerstore
 from node.daemon import now_ms
-from node.errors import LinkError
+from node.errors import LinkBroken, LinkError
 from node.live import LiveManager, channels
 from node.live.chat import (
     MAX_TEXT,
@@ -39,10 +39,10 @@ from node.live.chat import (
     save_room,
     store_remote,
 )
-from node.replication import MAX_INVALID_SIGNALS, SessionStats
+from node.replication import MAX_INVALID_SIGNALS, SIGNAL_OUTBOX, SessionStats
 from node.store import Store
 from protocol.keys import SigningKey
-from protocol.messages import FramingError, SignalMessage, chunks, decode, encode
+from protocol.messages import FramingError, Ping, Pong, SignalMessage, chunks, decode, encode
 from protocol.signalling import MAX_SIGNAL_BYTES, SignalKind, sign_signal
 from tests.processes import running_node
 from tests.test_federation import raw_link
@@ -566,3 +566,40 @@ async def test_signals_are_checked_against_the_link_and_the_replay_cache_outlive
         await wait_until(lambda: stranger.id not in federation.sessions)
         assert session.stats.invalid_signals == MAX_INVALID_SIGNALS + 1
         assert not live(a).channels.rtc_started  # no signal ever reached a call
+
+
+async def test_signals_queue_on_the_link_and_leave_whole(tmp_path: Path) -> None:
+    """Sending never blocks the caller nor gets cut half-way when the caller is cancelled."""
+    stranger = SigningKey(os.urandom(32))
+    async with web_node(tmp_path, "a", p2p=True) as a:
+        federation = a.node.federation
+        assert federation is not None
+        async with raw_link(a.node, stranger) as link:
+            await wait_until(lambda: stranger.id in federation.sessions)
+            largest = b"x" * MAX_SIGNAL_BYTES  # three chunks on the link
+            for delay in range(SIGNAL_OUTBOX):  # the peer reads nothing meanwhile
+
+                async def call(delay: int = delay) -> None:
+                    for _ in range(delay):
+                        await trio.lowlevel.checkpoint()
+                    federation.send_signal(stranger.id, largest)
+                    await trio.sleep_forever()  # a call waiting for its answer...
+
+                with trio.move_on_after(0.01):  # ...and given up on
+                    await call()
+            sent = SIGNAL_OUTBOX
+            with pytest.raises(LinkBroken):  # bounded: the outbox, once socket buffers fill
+                for _ in range(200):
+                    federation.send_signal(stranger.id, largest)
+                    sent += 1
+                    await trio.sleep(0.001)
+            await link.send(Ping(7))
+            received, ponged = 0, False
+            with trio.fail_after(10):  # every signal arrives whole, and the link still answers
+                while received < sent or not ponged:
+                    message = await link.receive()
+                    ponged = ponged or isinstance(message, Pong)
+                    if isinstance(message, SignalMessage):
+                        assert message.envelope == largest
+                        received += 1
+            assert received == sent

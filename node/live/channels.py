@@ -412,12 +412,12 @@ class PeerChannels:
             log.info("data channel to %s closed: %s", peer[:16], channel.reason)
             await self._close_on_loop(channel)
             if channel.reason:  # ended here, not by shutdown: tell the peer (§8 local bye)
-                await self._hang_up(channel)
+                self._hang_up(channel)
 
     async def _negotiate(self, rtc: RtcLoop, channel: _Channel, offer: Signal | None) -> None:
         if offer is None:
             sdp = await rtc.run(partial(self._offer_on_loop, rtc, channel))
-            await self._transmit(channel, Local(SignalKind.OFFER, self._local_sdp(sdp)))
+            self._transmit(channel, Local(SignalKind.OFFER, self._local_sdp(sdp)))
             self.stats.offers_sent += 1
             with trio.fail_after(self.ring_timeout):
                 await channel.answered.wait()
@@ -428,14 +428,14 @@ class PeerChannels:
         if not any(isinstance(action, Deliver) for action in actions):
             raise ChannelFailed(f"offer refused: {actions}")
         sdp = await rtc.run(partial(self._answer_on_loop, rtc, channel, offer.sdp))
-        await self._transmit(channel, Local(SignalKind.ANSWER, self._local_sdp(sdp)))
+        self._transmit(channel, Local(SignalKind.ANSWER, self._local_sdp(sdp)))
         self.stats.answers_sent += 1
 
     def _local_sdp(self, sdp: str) -> str:
         sdp = sha256_fingerprints_only(sdp)
         return self.sdp_hook(sdp) if self.sdp_hook is not None else sdp
 
-    async def _transmit(self, channel: _Channel, event: Local) -> None:
+    def _transmit(self, channel: _Channel, event: Local) -> None:
         """Run a local event through the call's state machine; sign and send what it says."""
         from node.daemon import now_ms
 
@@ -455,14 +455,14 @@ class PeerChannels:
                 wire = signal.wire_bytes()
                 hooked = self.wire_hook(wire) if self.wire_hook is not None else wire
                 if hooked is not None:
-                    await self.federation.send_signal(action.to, hooked)
+                    self.federation.send_signal(action.to, hooked)  # queued: never blocks
 
-    async def _hang_up(self, channel: _Channel) -> None:
+    def _hang_up(self, channel: _Channel) -> None:
         if channel.call.state in (CallState.IDLE, CallState.CLOSED):
             return
         try:
-            with trio.move_on_after(CLOSE_TIMEOUT), suppress(ChannelFailed, LinkError):
-                await self._transmit(channel, Local(SignalKind.BYE))
+            with suppress(ChannelFailed, LinkError):
+                self._transmit(channel, Local(SignalKind.BYE))
         except Exception:  # best effort: never let a hang-up stop the node
             log.exception("hanging up on %s failed", channel.peer[:16])
 
