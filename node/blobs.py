@@ -282,6 +282,13 @@ class BlobStore:
         except OSError as exc:
             raise BlobError(f"cannot read {path}: {exc}") from exc
 
+    def local_path(self, hash: str) -> Path:
+        """Where blob ``hash`` lives, for readers that need a path (PyAV); raises BlobNotFound."""
+        path = self._path(hash)
+        if not path.is_file():
+            raise BlobNotFound(f"no blob {hash}")
+        return path
+
     def has(self, hash: str) -> bool:
         return self._path(hash).is_file()
 

@@ -286,7 +286,9 @@ class LowLatencyJitterBuffer:
 _RECEIVER_ATTRS = ("__kind", "__jitter_buffer", "__decoder_queue", "__timestamp_mapper")
 
 
-def install_low_latency_jitter(receiver: Any, **options: Any) -> LowLatencyJitterBuffer | None:
+def install_low_latency_jitter(
+    receiver: Any, *, tap: Callable[[bytes], None] | None = None, **options: Any
+) -> LowLatencyJitterBuffer | None:
     """Swap aiortc's stock jitter buffer for ours in one audio ``RTCRtpReceiver``.
 
     Call it before media flows (from the peer connection's ``track`` event,
@@ -294,6 +296,10 @@ def install_low_latency_jitter(receiver: Any, **options: Any) -> LowLatencyJitte
     (returns None); installing twice returns the installed buffer.  This
     reaches into aiortc 1.16's private attributes, per receiver, so an aiortc
     that renamed them fails loudly here instead of silently keeping 80 ms.
+
+    With ``tap``, the encoded frames go to ``tap(payload)`` in order instead
+    of the decoder (a forwarding node never decodes what it passes on), and
+    the receiver's track yields nothing.  ``tap`` runs on the asyncio thread.
     """
     private = {name: f"_RTCRtpReceiver{name}" for name in _RECEIVER_ATTRS}
     missing = [name for name in private.values() if not hasattr(receiver, name)]
@@ -314,6 +320,11 @@ def install_low_latency_jitter(receiver: Any, **options: Any) -> LowLatencyJitte
     # decoder thread already holds this queue object, so the hook goes on the
     # instance rather than replacing the queue.
     def put_with_pending(item: Any, block: bool = True, timeout: float | None = None) -> None:
+        if tap is not None and item is not None:
+            tap(item[1].data)
+            for frame in buffer.take_pending():
+                tap(frame.data)
+            return
         put(item, block, timeout)
         if item is None:  # the decoder's stop sentinel
             return

@@ -190,6 +190,39 @@ def sha256_fingerprints_only(sdp: str) -> str:
     return _CRLF.join(kept)
 
 
+CALL_PURPOSE_ATTRIBUTE = "a=x-talas-call:"
+"""Session-level SDP attribute naming what an offer is for (specs/live.md §5.4)."""
+_PURPOSE_ARG = re.compile(r"[0-9a-f]{32}|[0-9a-f]{64}")
+CALL_PURPOSES = frozenset({"jam", "stream"})
+
+
+def call_purpose(sdp: str) -> tuple[str, str] | None:
+    """``(purpose, argument)`` an offer declares, or None for a plain data channel call.
+
+    Raises ValueError for a purpose line that is not exactly one known
+    purpose and one lowercase hex id, or for more than one such line.
+    """
+    found = [line for line in sdp.split(_CRLF) if line.startswith(CALL_PURPOSE_ATTRIBUTE)]
+    if not found:
+        return None
+    if len(found) > 1:
+        raise ValueError("an offer names one call purpose")
+    purpose, _, argument = found[0].removeprefix(CALL_PURPOSE_ATTRIBUTE).partition(" ")
+    if purpose not in CALL_PURPOSES or not _PURPOSE_ARG.fullmatch(argument):
+        raise ValueError(f"unknown call purpose {found[0][:80]!r}")
+    return purpose, argument
+
+
+def with_call_purpose(sdp: str, purpose: str, argument: str) -> str:
+    """``sdp`` with the purpose line added at session level (after ``t=``), before signing."""
+    if purpose not in CALL_PURPOSES or not _PURPOSE_ARG.fullmatch(argument):
+        raise ValueError(f"bad call purpose {purpose!r} {argument!r}")
+    lines = sdp.split(_CRLF)
+    at = next((i + 1 for i, line in enumerate(lines) if line.startswith("t=")), 1)
+    lines.insert(at, f"{CALL_PURPOSE_ATTRIBUTE}{purpose} {argument}")
+    return _CRLF.join(lines)
+
+
 def certificate_fingerprint(der: bytes) -> str:
     """The SDP form of a DER certificate's sha-256 fingerprint (``AB:CD:...``)."""
     digest = hashlib.sha256(der).hexdigest().upper()

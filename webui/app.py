@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import trio
-from quart import Response, jsonify, request
+from quart import Response, jsonify, request, websocket
 from quart_trio import QuartTrio
 
 from node.accounts import Accounts, PasswordPolicy
@@ -32,6 +32,7 @@ from webui.chat_api import register_chat_api
 from webui.content_api import Items, register_content_api
 from webui.dm_api import register_dm_api
 from webui.federation_api import register_federation_api
+from webui.jam_api import register_jam_api
 from webui.mics_api import register_mics_api
 from webui.nearby_api import register_nearby_api
 from webui.openapi import register_openapi
@@ -49,6 +50,7 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=(), payment=(), usb=()",
 }
 STATIC = Path(__file__).parent / "static"
 STATIC_TYPES = {
@@ -134,6 +136,17 @@ def create_app(
             return _error(429, "rate_limited", "too many requests", **{"Retry-After": str(wait)})
         return None
 
+    @app.before_websocket
+    async def guard_socket() -> Response | None:
+        host = (websocket.host or "").lower()
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if loopback_only and name not in LOOPBACK_NAMES:
+            return _error(421, "bad_host", "this node only answers to loopback host names")
+        client = websocket.remote_addr or "unknown"
+        if not limiter.allow(client, clock()):
+            return _error(429, "rate_limited", "too many requests")
+        return None
+
     @app.after_request
     async def secure(response: Response) -> Response:
         response.headers.update(SECURITY_HEADERS)
@@ -152,6 +165,7 @@ def create_app(
     register_mics_api(app, node, auth, items)
     register_chat_api(app, node, auth)
     register_dm_api(app, node, auth, items)
+    register_jam_api(app, node, auth, items)
     register_openapi(app)
 
     @app.get("/api/v1/node")

@@ -69,8 +69,10 @@ class Auth:
         collective = node.author_key("default").id if node.api_token else ""
         self.node_user = User(NODE_USER, Role.OWNER, collective, "default", node.started_ms)
 
-    async def identify(self) -> Principal | None:
-        header = request.headers.get("Authorization", "")
+    async def identify(self, source: Any = None) -> Principal | None:
+        """Who sent ``source`` (the current request by default; a ``websocket`` also works)."""
+        source = request if source is None else source
+        header = source.headers.get("Authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
             if scheme.lower() != "bearer" or not token:
@@ -83,7 +85,7 @@ class Auth:
             # An indexed read: inline (see webui/content_api.py on thread hops).
             user = self.accounts.token_user(token)
             return Principal(user, "token") if user else None
-        session_id = request.cookies.get(SESSION_COOKIE, "")
+        session_id = source.cookies.get(SESSION_COOKIE, "")
         if not session_id:
             return None
         now = now_ms()

@@ -280,3 +280,35 @@ def release_blob(node: Node, blob: str) -> None:
         node.blobs.delete(blob)
         with node.store.transaction() as conn:
             conn.execute("DELETE FROM uploads WHERE blob = ?", (blob,))
+
+
+async def publish_audio_file(
+    node: Node, items: Items, path: Path, title: str, filename: str
+) -> dict[str, Any]:
+    """Store the audio file at ``path`` as a track of the current user; the published item.
+
+    For audio the node made itself (a jam recording); uploads stream through
+    :func:`register_tracks_api`'s handler.  Raises BadMedia if PyAV refuses it.
+    """
+    info = await trio.to_thread.run_sync(probe_audio, path)
+    stored = await trio.to_thread.run_sync(
+        partial(node.blobs.put_file, path, max_size=MAX_TRACK_BYTES)
+    )
+    user = current().user.name
+    await trio.to_thread.run_sync(
+        partial(store_upload, node, stored.hash, filename, info.mime, user, now_ms())
+    )
+    body = {
+        "title": title[:300],
+        "blob": stored.hash,
+        "size": stored.size,
+        "mime": info.mime,
+        "duration_ms": info.duration_ms,
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+    }
+    response = await publish(node, items, "track", body, collective=False)
+    item = await response.get_json()
+    if response.status_code != 201 or not isinstance(item, dict):
+        raise PermissionError(f"the recording could not be published: {item}")
+    return item

@@ -1,11 +1,13 @@
-"""Live features between nodes: chat rooms over WebRTC data channels.
+"""Live features between nodes: chat rooms over WebRTC data channels, jams and streams.
 
 :func:`serve_live` runs a :class:`LiveManager` in the node's nursery (started
 by ``serve_node`` when the node federates) and hangs it on the federation,
 which hands it the signals peers send (``specs/live.md`` §9).  The manager
 composes :class:`node.live.channels.PeerChannels` (one data channel per peer
 node, signed offers and answers over the peer link) and
-:class:`node.live.chat.ChatService` (rooms, history, the chat protocol).
+:class:`node.live.chat.ChatService` (rooms, history, the chat protocol),
+:class:`node.live.media_call.MediaCalls` (audio calls between nodes) and
+:class:`node.live.jam.JamService` (jam sessions and streamed tracks).
 
 Nothing here imports aiortc at module level: the asyncio loop thread and
 aiortc start with the first channel (a room with another node, or a peer's
@@ -20,6 +22,8 @@ import trio
 
 from node.live.channels import OPEN_TIMEOUT, RING_TIMEOUT, PeerChannels
 from node.live.chat import ChatService
+from node.live.jam import JamService
+from node.live.media_call import MediaCalls
 
 if TYPE_CHECKING:
     from node.federation import Federation
@@ -42,6 +46,8 @@ class LiveManager:
         )
         self.chat = ChatService(federation.node.store, federation.node.node_id, self.channels)
         self.channels.handler = self.chat
+        self.calls = MediaCalls(self.channels)
+        self.jams = JamService(federation.node, self.channels, self.calls)
 
     def receive_signal(self, peer: str, envelope: bytes) -> None:
         """A signal from the link authenticated as ``peer``; raises SignallingError if refused."""
@@ -51,6 +57,8 @@ class LiveManager:
         await self.chat.load()
         async with trio.open_nursery() as nursery:
             await nursery.start(self.channels.run)
+            await nursery.start(self.calls.run)
+            await nursery.start(self.jams.run)
             task_status.started()
 
 

@@ -119,6 +119,13 @@ class ChannelHandler(Protocol):
     def on_close(self, peer: str) -> None: ...
 
 
+class SignalRouter(Protocol):
+    """Media calls (jams, streams): takes the signals that belong to them."""
+
+    def route(self, peer: str, signal: Signal) -> bool:
+        """Handle ``signal`` if it belongs to a media call; False leaves it to the chat channel."""
+
+
 @dataclass
 class ChannelStats:
     offers_sent: int = 0
@@ -181,6 +188,8 @@ class PeerChannels:
         self.stats = ChannelStats()
         self.sdp_hook: Callable[[str], str] | None = None
         """Test hook: rewrites this node's SDP before it is signed."""
+        self.media: SignalRouter | None = None
+        """Takes the signals of media calls (offers with a call purpose) before chat sees them."""
         self.wire_hook: Callable[[bytes], bytes | None] | None = None
         """Test hook: rewrites (None: drops) each signed envelope on its way out."""
         self._channels: dict[str, _Channel] = {}
@@ -195,6 +204,11 @@ class PeerChannels:
         self._signals_send, self._signals = trio.open_memory_channel[tuple[str, Signal]](
             SIGNAL_QUEUE
         )
+
+    @property
+    def rtc(self) -> RtcLoop | None:
+        """The RtcLoop once started (see :meth:`ensure_rtc`)."""
+        return self._rtc
 
     @property
     def rtc_started(self) -> bool:
@@ -283,6 +297,9 @@ class PeerChannels:
             self._on_signal(peer, signal)
 
     def _on_signal(self, peer: str, signal: Signal) -> None:
+        router = self.media
+        if router is not None and router.route(peer, signal):
+            return  # a media call's signal (specs/live.md §5.4)
         current = self._channels.get(peer)
         if signal.kind is SignalKind.OFFER:
             self.stats.offers_received += 1
@@ -345,7 +362,7 @@ class PeerChannels:
 
     # -- one channel ----------------------------------------------------------------------
 
-    async def _ensure_rtc(self) -> RtcLoop:
+    async def ensure_rtc(self) -> RtcLoop:
         async with self._rtc_lock:
             if self._rtc is None:
                 if self._nursery is None:
@@ -368,7 +385,7 @@ class PeerChannels:
         for_cause = False
         try:
             with channel.scope:
-                rtc = await self._ensure_rtc()
+                rtc = await self.ensure_rtc()
                 await self._negotiate(rtc, channel, offer)
                 with trio.fail_after(self.open_timeout):
                     await channel.opened.wait()
@@ -417,7 +434,7 @@ class PeerChannels:
     async def _negotiate(self, rtc: RtcLoop, channel: _Channel, offer: Signal | None) -> None:
         if offer is None:
             sdp = await rtc.run(partial(self._offer_on_loop, rtc, channel))
-            self._transmit(channel, Local(SignalKind.OFFER, self._local_sdp(sdp)))
+            self.transmit(channel.call, Local(SignalKind.OFFER, self.local_sdp(sdp)))
             self.stats.offers_sent += 1
             with trio.fail_after(self.ring_timeout):
                 await channel.answered.wait()
@@ -428,18 +445,21 @@ class PeerChannels:
         if not any(isinstance(action, Deliver) for action in actions):
             raise ChannelFailed(f"offer refused: {actions}")
         sdp = await rtc.run(partial(self._answer_on_loop, rtc, channel, offer.sdp))
-        self._transmit(channel, Local(SignalKind.ANSWER, self._local_sdp(sdp)))
+        self.transmit(channel.call, Local(SignalKind.ANSWER, self.local_sdp(sdp)))
         self.stats.answers_sent += 1
 
-    def _local_sdp(self, sdp: str) -> str:
+    def local_sdp(self, sdp: str) -> str:
         sdp = sha256_fingerprints_only(sdp)
         return self.sdp_hook(sdp) if self.sdp_hook is not None else sdp
 
-    def _transmit(self, channel: _Channel, event: Local) -> None:
-        """Run a local event through the call's state machine; sign and send what it says."""
+    def transmit(self, call: CallSignalling, event: Local) -> None:
+        """Run a local event through ``call``'s state machine; sign and send what it says.
+
+        Raises ChannelFailed if the machine refuses it, LinkError without a link.
+        """
         from node.daemon import now_ms
 
-        for action in channel.call.handle(event):
+        for action in call.handle(event):
             if isinstance(action, Refuse):
                 raise ChannelFailed(f"our own {event.kind.value} refused: {action.reason}")
             if isinstance(action, Transmit):
@@ -462,7 +482,7 @@ class PeerChannels:
             return
         try:
             with suppress(ChannelFailed, LinkError):
-                self._transmit(channel, Local(SignalKind.BYE))
+                self.transmit(channel.call, Local(SignalKind.BYE))
         except Exception:  # best effort: never let a hang-up stop the node
             log.exception("hanging up on %s failed", channel.peer[:16])
 
@@ -472,13 +492,16 @@ class PeerChannels:
         assert pc is not None
 
         async def presented() -> str | None:
-            return _peer_certificate_fingerprint(pc)
+            return peer_certificate_fingerprint(pc)
 
-        fingerprint = await rtc.run(presented)
-        if fingerprint is None or fingerprint != channel.call.peer_fingerprint:
+        self.check_fingerprint(await rtc.run(presented), channel.call)
+
+    def check_fingerprint(self, presented: str | None, call: CallSignalling) -> None:
+        """Raise ChannelFailed unless ``presented`` is the DTLS fingerprint the peer signed."""
+        if presented is None or presented != call.peer_fingerprint:
             self.stats.fingerprint_mismatches += 1
             raise ChannelFailed(
-                f"DTLS certificate {fingerprint} is not the signed {channel.call.peer_fingerprint}"
+                f"DTLS certificate {presented} is not the signed {call.peer_fingerprint}"
             )
 
     async def _close_on_loop(self, channel: _Channel) -> None:
@@ -495,7 +518,7 @@ class PeerChannels:
 
     # -- the asyncio side ------------------------------------------------------------------
 
-    def _post(self, fn: Callable[..., object], *args: Any) -> None:
+    def post(self, fn: Callable[..., object], *args: Any) -> None:
         """Run ``fn(*args)`` on the trio thread (from the asyncio thread); never drops."""
         assert self._token is not None
         with suppress(trio.RunFinishedError):
@@ -505,7 +528,7 @@ class PeerChannels:
         @pc.on("connectionstatechange")
         def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
-                self._post(channel.close, f"peer connection {pc.connectionState}")
+                self.post(channel.close, f"peer connection {pc.connectionState}")
 
     def _wire(self, channel: _Channel, dc: RTCDataChannel) -> None:
         if channel.dc is not None:
@@ -514,21 +537,21 @@ class PeerChannels:
 
         @dc.on("open")
         def on_open() -> None:
-            self._post(channel.opened.set)
+            self.post(channel.opened.set)
 
         @dc.on("message")
         def on_message(message: str | bytes) -> None:
             if isinstance(message, str):
-                self._post(channel.deliver, message)
+                self.post(channel.deliver, message)
             else:
-                self._post(channel.close, "binary frame on the chat channel")
+                self.post(channel.close, "binary frame on the chat channel")
 
         @dc.on("close")
         def on_close() -> None:
-            self._post(channel.inbox_send.close)
+            self.post(channel.inbox_send.close)
 
         if dc.readyState == "open":
-            self._post(channel.opened.set)
+            self.post(channel.opened.set)
 
     async def _offer_on_loop(self, rtc: RtcLoop, channel: _Channel) -> str:
         pc = channel.pc = await rtc.create_peer_connection(self.ice_servers)
@@ -563,7 +586,7 @@ class PeerChannels:
         if dc is None or dc.readyState != "open":
             return  # the store is the outbox: the peer asks again when a channel reopens
         if dc.bufferedAmount > MAX_BUFFERED_BYTES:
-            self._post(channel.close, "the peer is not reading")
+            self.post(channel.close, "the peer is not reading")
             return
         dc.send(text)
 
@@ -572,12 +595,16 @@ async def _import_aiortc() -> None:
     import aiortc  # noqa: F401 - ~34 MB with PyAV, loaded on the first live use only
 
 
-def _peer_certificate_fingerprint(pc: RTCPeerConnection) -> str | None:
+def peer_certificate_fingerprint(pc: RTCPeerConnection) -> str | None:
     """sha-256 fingerprint of the certificate the DTLS peer presented (asyncio side)."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
     sctp = pc.sctp
-    ssl = getattr(sctp.transport, "_ssl", None) if sctp is not None else None
+    transport = sctp.transport if sctp is not None else None
+    if transport is None:
+        transceivers = pc.getTransceivers()
+        transport = transceivers[0].receiver.transport if transceivers else None
+    ssl = getattr(transport, "_ssl", None)
     certificate = ssl.get_peer_certificate(as_cryptography=True) if ssl is not None else None
     if certificate is None:
         return None

@@ -1,0 +1,217 @@
+"""A jam participant for tests: what a browser does, done with aiortc on its own asyncio thread.
+
+It speaks the web UI's WebSocket protocol (``webui/jam_api.py``) exactly as
+the jam page does: one offer with :data:`SLOTS` audio transceivers (the
+first sends a tone, the rest only receive), the node's answer, then rosters.
+Each participant sends a sine of its own frequency; what it receives is
+decoded and, every few frames, measured with the Goertzel algorithm at every
+test frequency, so a test can tell *whose* audio arrived on which slot, not
+only that some sound did.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from array import array
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from fractions import Fraction
+from typing import Any
+
+import trio
+from trio_websocket import WebSocketConnection, open_websocket_url
+
+from node.live.jam import SLOTS
+from node.rtc_bridge import RtcLoop, open_rtc_loop
+
+RATE = 48_000
+FRAME = 960
+ANALYSE_EVERY = 5
+"""Frames between two measurements of a slot (Goertzel in pure Python is not free)."""
+
+
+class ToneTrack:
+    """An aiortc audio track playing a sine of ``freq`` Hz in real time (made on the loop)."""
+
+    @staticmethod
+    def make(freq: float) -> Any:
+        import av
+        from aiortc import MediaStreamTrack
+
+        class _Tone(MediaStreamTrack):  # type: ignore[misc]
+            kind = "audio"
+
+            def __init__(self) -> None:
+                super().__init__()
+                self.samples = 0
+                self.start: float | None = None
+
+            async def recv(self) -> av.AudioFrame:
+                loop = asyncio.get_running_loop()
+                if self.start is None:
+                    self.start = loop.time()
+                wait = self.start + self.samples / RATE - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                pcm = array(
+                    "h",
+                    (
+                        int(8000 * math.sin(2 * math.pi * freq * (self.samples + i) / RATE))
+                        for i in range(FRAME)
+                    ),
+                )
+                frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
+                frame.planes[0].update(pcm.tobytes())
+                frame.sample_rate = RATE
+                frame.pts = self.samples
+                frame.time_base = Fraction(1, RATE)
+                self.samples += FRAME
+                return frame
+
+        return _Tone()
+
+
+def goertzel_ratio(samples: array[int], freq: float) -> float:
+    """Share of the frame's energy at ``freq`` (0..1)."""
+    coeff = 2 * math.cos(2 * math.pi * freq / RATE)
+    s1 = s2 = 0.0
+    total = 0.0
+    for x in samples:
+        s0 = x + coeff * s1 - s2
+        s2, s1 = s1, s0
+        total += x * x
+    power = s1 * s1 + s2 * s2 - coeff * s1 * s2
+    return 0.0 if total == 0 else min(1.0, 2 * power / (len(samples) * total))
+
+
+class Participant:
+    """One jam participant; see the module docstring.  Use :func:`jam_participant`."""
+
+    def __init__(self, rtc: RtcLoop, freq: float, freqs: list[float]) -> None:
+        self.rtc = rtc
+        self.freq = freq
+        self.freqs = freqs
+        self.pc: Any = None
+        self.ws: WebSocketConnection | None = None
+        self.participant_id = ""
+        self.roster: dict[str, Any] = {}
+        self.messages: list[dict[str, Any]] = []
+        self.heard: dict[int, dict[float, int]] = {}
+        """slot -> frequency -> frames in which that tone dominated."""
+        self.energy: dict[int, float] = {}
+
+    # -- asyncio side ------------------------------------------------------------------
+
+    async def _offer(self) -> str:
+        from aiortc import RTCConfiguration, RTCPeerConnection
+
+        self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        pc.addTransceiver(ToneTrack.make(self.freq), direction="sendrecv")
+        for _ in range(SLOTS - 1):
+            pc.addTransceiver("audio", direction="recvonly")
+
+        @pc.on("track")
+        def on_track(track: Any) -> None:
+            transceivers = pc.getTransceivers()
+            slot = next(i for i, t in enumerate(transceivers) if t.receiver.track is track)
+            asyncio.ensure_future(self._listen(slot, track))  # noqa: RUF006
+
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+
+    async def _answer(self, sdp: str) -> None:
+        from aiortc import RTCSessionDescription
+
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="answer"))
+
+    async def _listen(self, slot: int, track: Any) -> None:
+        from aiortc.mediastreams import MediaStreamError
+
+        count = 0
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            count += 1
+            if count % ANALYSE_EVERY:
+                continue
+            channels = len(frame.layout.channels)
+            pcm = array("h", bytes(frame.planes[0])[: 2 * channels * frame.samples])  # no padding
+            left = pcm[::channels] if channels > 1 else pcm
+            energy = sum(x * x for x in left) / max(1, len(left))
+            self.energy[slot] = energy
+            if energy < 1e4:  # silence (a -30 dBFS tone is ~2e6)
+                continue
+            best = max(self.freqs, key=lambda f: goertzel_ratio(left, f))
+            if goertzel_ratio(left, best) > 0.5:
+                heard = self.heard.setdefault(slot, {})
+                heard[best] = heard.get(best, 0) + 1
+
+    async def _close(self) -> None:
+        if self.pc is not None:
+            await self.pc.close()
+
+    # -- trio side ----------------------------------------------------------------------
+
+    async def join(self, jam: str) -> None:
+        assert self.ws is not None
+        sdp = await self.rtc.run(self._offer)
+        await self.send({"t": "jam-join", "jam": jam, "sdp": sdp})
+        with trio.fail_after(15):
+            while True:
+                message = await self.receive()
+                if message["t"] == "jam-answer":
+                    break
+                if message["t"] == "error":
+                    raise AssertionError(message)
+        self.participant_id = message["participant"]
+        await self.rtc.run(lambda: self._answer(message["sdp"]))
+
+    async def send(self, message: dict[str, Any]) -> None:
+        assert self.ws is not None
+        await self.ws.send_message(json.dumps(message))
+
+    async def receive(self) -> dict[str, Any]:
+        assert self.ws is not None
+        message: dict[str, Any] = json.loads(await self.ws.get_message())
+        self.messages.append(message)
+        if message["t"] == "jam-roster":
+            self.roster = message
+        return message
+
+    async def pump(self) -> None:
+        """Read the node's frames until the socket closes (run in a nursery)."""
+        with trio.move_on_after(600):
+            while True:
+                await self.receive()
+
+    def hears(self, freq: float, frames: int = 5) -> bool:
+        return any(tones.get(freq, 0) >= frames for tones in self.heard.values())
+
+    def slot_of(self, name: str) -> int | None:
+        for entry in self.roster.get("participants", []):
+            if entry["name"] == name:
+                slot: int | None = entry["slot"]
+                return slot
+        return None
+
+
+@asynccontextmanager
+async def jam_participant(
+    url: str, token: str, freq: float, freqs: list[float]
+) -> AsyncIterator[Participant]:
+    """A participant connected to the node at ``url`` (http://…) with a bearer ``token``."""
+    async with open_rtc_loop() as rtc:
+        participant = Participant(rtc, freq, freqs)
+        ws_url = url.replace("http://", "ws://") + "/api/v1/live/ws"
+        headers = [(b"authorization", f"Bearer {token}".encode())]
+        try:
+            async with open_websocket_url(ws_url, extra_headers=headers) as ws:
+                participant.ws = ws
+                yield participant
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await rtc.run(participant._close)

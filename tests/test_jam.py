@@ -1,0 +1,57 @@
+"""Jam sessions between real nodes on loopback, over real WebRTC audio.
+
+Participants are :mod:`tests.jam_client` clients: aiortc peers that speak the
+web UI WebSocket protocol exactly as the jam page does, each sending a tone
+of its own frequency, so a test can tell whose audio reached whom.  ICE is
+pinned to 127.0.0.1 as in tests/test_live_chat.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import trio
+
+from tests.jam_client import Participant, jam_participant
+from tests.test_live_chat import live, loopback_ice, owner, peer, wait_until
+from tests.webapp import WebNode, web_node
+
+__all__ = ["loopback_ice"]
+
+FREQS = [440.0, 660.0, 990.0, 1320.0]
+
+
+async def create_jam(client: httpx.AsyncClient, title: str = "Friday jam") -> dict[str, Any]:
+    response = await client.post("/api/v1/jams", json={"title": title})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+@asynccontextmanager
+async def joined(web: WebNode, jam: str, freq: float) -> AsyncIterator[Participant]:
+    assert web.node.api_token
+    async with (
+        jam_participant(web.url, web.node.api_token, freq, FREQS) as participant,
+        trio.open_nursery() as nursery,
+    ):
+        await participant.join(jam)
+        nursery.start_soon(participant.pump)
+        yield participant
+        nursery.cancel_scope.cancel()
+
+
+async def test_two_browsers_on_one_node_hear_each_other(tmp_path: Path) -> None:
+    async with web_node(tmp_path, "a", p2p=True) as a, owner(a) as client:
+        jam = await create_jam(client)
+        async with joined(a, jam["id"], FREQS[0]) as p1, joined(a, jam["id"], FREQS[1]) as p2:
+            await wait_until(lambda: p1.hears(FREQS[1]) and p2.hears(FREQS[0]), 20)
+            assert not p1.hears(FREQS[0]) and not p2.hears(FREQS[1])  # never your own voice
+            listed = (await client.get(f"/api/v1/jams/{jam['id']}")).json()
+            assert len(listed["participants"]) == 2
+        await wait_until(lambda: not live(a).jams.get(jam["id"]).participants, 10)
