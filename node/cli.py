@@ -135,6 +135,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     identity = Identity(data.root)
     passphrase = _unlock_passphrase(args, identity)
     interfaces = _discovery_interfaces(args)
+    ice = _ice_addresses(args)
 
     async def main() -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -151,6 +152,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                         p2p=p2p,
                         verify_workers=args.verify_workers,
                         discovery=interfaces,
+                        ice_addresses=ice,
                     )
                 )
                 print(f"talas {talas_version()}: node {node.node_id} ({node.name})")
@@ -196,6 +198,18 @@ def _discovery_interfaces(args: argparse.Namespace) -> list[str] | None:
     from node.discovery import lan_interfaces
 
     return lan_interfaces() or None
+
+
+def _ice_addresses(args: argparse.Namespace) -> list[str] | None:
+    """The host addresses WebRTC may use (None: aioice's choice, every interface but loopback)."""
+    if not args.ice_address:
+        return None
+    import ipaddress
+
+    try:
+        return [str(ipaddress.ip_address(a)) for a in args.ice_address]
+    except ValueError as exc:
+        raise CliError(f"--ice-address takes an IP address: {exc}") from exc
 
 
 def _first_talas_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -449,6 +463,13 @@ def build_parser() -> argparse.ArgumentParser:
         " default: the machine's LAN interfaces)",
     )
     run.add_argument("--no-discovery", action="store_true", help="no mDNS discovery")
+    run.add_argument(
+        "--ice-address",
+        action="append",
+        metavar="ADDR",
+        help="offer only this host address for WebRTC audio and chat (repeatable; 127.0.0.1"
+        " keeps live calls on this machine; default: every interface but loopback)",
+    )
     run.add_argument(
         "--verify-workers",
         type=int,

@@ -300,6 +300,7 @@ async def serve_node(
     discovery: Sequence[str] | None = None,
     discovery_service: str | None = None,
     serial_directories: Sequence[str] = (),
+    ice_addresses: Sequence[str] | None = None,
     task_status: trio.TaskStatus[dict[str, str]],
 ) -> None:
     """Start every service of ``node``; report its addresses once all listen.
@@ -307,6 +308,7 @@ async def serve_node(
     ``discovery`` lists the interface addresses mDNS runs on (None: no
     discovery); ``discovery_service`` overrides the service type (tests).
     ``serial_directories`` are watched for serial ports besides the USB ones.
+    ``ice_addresses`` pins the host addresses WebRTC gathers (None: aioice's own).
     """
     from node.federation import Federation  # imports daemon: keep the cycle lazy
     from node.live import serve_live
@@ -321,7 +323,8 @@ async def serve_node(
                 node.federation = federation
                 node.addresses["p2p"] = await nursery.start(federation.serve, *p2p)
                 await nursery.start(federation.supervise)
-                await nursery.start(serve_live, federation)  # aiortc loads on first live use
+                # aiortc loads on first live use
+                await nursery.start(partial(serve_live, federation, ice_addresses=ice_addresses))
             node.mics = MicManager(node, port_directories=serial_directories)
             await nursery.start(node.mics.run)
             node.addresses["http"] = await nursery.start(serve_http, node, *http)

@@ -40,7 +40,7 @@ class ToneTrack:
         import av
         from aiortc import MediaStreamTrack
 
-        class _Tone(MediaStreamTrack):  # type: ignore[misc]
+        class _Tone(MediaStreamTrack):
             kind = "audio"
 
             def __init__(self) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 import trio
 
 from tests.jam_client import Participant, jam_participant

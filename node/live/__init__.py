@@ -16,6 +16,7 @@ offer), so an idle node stays small.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import trio
@@ -63,10 +64,14 @@ class LiveManager:
 
 
 async def serve_live(
-    federation: Federation, *, task_status: trio.TaskStatus[LiveManager] = trio.TASK_STATUS_IGNORED
+    federation: Federation,
+    *,
+    ice_addresses: Sequence[str] | None = None,
+    task_status: trio.TaskStatus[LiveManager] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the live layer of ``federation``'s node until cancelled."""
     manager = LiveManager(federation)
+    manager.channels.ice_addresses = list(ice_addresses) if ice_addresses else None
     federation.live = manager
     try:
         async with trio.open_nursery() as nursery:

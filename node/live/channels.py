@@ -185,6 +185,8 @@ class PeerChannels:
         self.ring_timeout = ring_timeout
         self.open_timeout = open_timeout
         self.ice_servers = list(ice_servers or [])
+        self.ice_addresses: list[str] | None = None
+        """Host addresses WebRTC may gather (None: aioice's default, which skips loopback)."""
         self.stats = ChannelStats()
         self.sdp_hook: Callable[[str], str] | None = None
         """Test hook: rewrites this node's SDP before it is signed."""
@@ -373,7 +375,10 @@ class PeerChannels:
     async def _host_rtc(self, *, task_status: trio.TaskStatus[RtcLoop]) -> None:
         try:
             async with open_rtc_loop() as rtc:
-                await rtc.run(_import_aiortc)  # on the loop thread: the trio thread never waits
+                # On the loop thread: the trio thread never waits for the import.
+                await rtc.run(_import_aiortc)
+                if self.ice_addresses:
+                    _pin_host_addresses(self.ice_addresses)
                 task_status.started(rtc)
                 await trio.sleep_forever()
         finally:
@@ -589,6 +594,16 @@ class PeerChannels:
             self.post(channel.close, "the peer is not reading")
             return
         dc.send(text)
+
+
+def _pin_host_addresses(addresses: list[str]) -> None:
+    """Make aioice gather only ``addresses`` (process-wide: one node per process)."""
+    import aioice.ice
+
+    def host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+        return list(addresses)
+
+    aioice.ice.get_host_addresses = host_addresses
 
 
 async def _import_aiortc() -> None:
