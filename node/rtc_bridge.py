@@ -234,13 +234,24 @@ class RtcLoop:
                 log.exception("rtc loop cleanup %r failed", cleanup)
         current = asyncio.current_task()
         others = [task for task in asyncio.all_tasks() if task is not current]
-        for task in others:
-            task.cancel()
-        if others:
+        if others:  # a close begun elsewhere (the cleanup found it closing) may finish first
+            _, pending = await asyncio.wait(others, timeout=SETTLE_S)
+            others = list(pending)
+        for _ in range(CANCEL_ROUNDS):  # a cancelled task may start another (aioice's consent)
+            if not others:
+                break
+            for task in others:
+                task.cancel()
             await asyncio.wait(others, timeout=CLEANUP_TIMEOUT_S)
+            others = [task for task in asyncio.all_tasks() if task is not current]
         loop = asyncio.get_running_loop()
         await loop.shutdown_asyncgens()
         await loop.shutdown_default_executor()
+
+
+CANCEL_ROUNDS = 3
+SETTLE_S = 1.0
+"""At shutdown, how long tasks still running after the cleanups get before they are cancelled."""
 
 
 def _thread_main(loop: asyncio.AbstractEventLoop) -> None:

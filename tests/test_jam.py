@@ -8,6 +8,7 @@ pinned to 127.0.0.1 as in tests/test_live_chat.py.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 import httpx
 import trio
 
-from tests.jam_client import Participant, jam_participant
-from tests.test_live_chat import live, loopback_ice, owner, peer, wait_until
-from tests.webapp import WebNode, web_node
+from tests.audio_files import wav_bytes
+from tests.jam_client import Participant, goertzel_ratio, jam_participant
+from tests.test_live_chat import flip_fingerprint, live, loopback_ice, owner, peer, wait_until
+from tests.webapp import WebNode, raw_exchange, web_node
 
 __all__ = ["loopback_ice"]
 
@@ -101,3 +103,148 @@ async def test_three_nodes_jam_and_one_leaving_does_not_break_the_others(tmp_pat
         # The host ends the jam: the member's mirror ends too.
         assert (await ca.delete(f"/api/v1/jams/{jam}")).status_code == 204
         await wait_until(lambda: jam not in live(b).jams.jams, 20)
+
+
+async def upload_tone(client: httpx.AsyncClient, freq: float, seconds: float) -> dict[str, Any]:
+    response = await client.post(
+        "/api/v1/tracks",
+        params={"title": f"Tone {freq:.0f}", "filename": "tone.wav"},
+        content=wav_bytes(seconds, freq=freq),
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+async def test_a_peer_streams_a_library_track_into_a_jam(tmp_path: Path) -> None:
+    async with (
+        web_node(tmp_path, "a", p2p=True) as a,
+        web_node(tmp_path, "b", p2p=True) as b,
+        owner(a) as ca,
+        owner(b) as cb,
+    ):
+        await peer(a, b)
+        track = await upload_tone(cb, FREQS[3], 20.0)
+        jam = (await create_jam(ca))["id"]
+        async with joined(a, jam, FREQS[0]) as listener:
+            stream = {"peer": b.node.node_id, "track": track["id"]}
+            response = await ca.post(f"/api/v1/jams/{jam}/streams", json=stream)
+            assert response.status_code == 202, response.text
+            await wait_until(lambda: listener.hears(FREQS[3]), 20)
+            names = {e["name"] for e in listener.roster["participants"]}
+            assert names == {"a", "♪ Tone 1320"}
+            # Tracks B does not hold, and nodes A has no link to, are refused.
+            unknown = {"peer": b.node.node_id, "track": "0" * 64}
+            assert (await ca.post(f"/api/v1/jams/{jam}/streams", json=unknown)).status_code == 202
+            nobody = {"peer": "1" * 64, "track": track["id"]}
+            assert (await ca.post(f"/api/v1/jams/{jam}/streams", json=nobody)).status_code == 400
+            await trio.sleep(1)
+            assert len(live(a).jams.get(jam).participants) == 2
+
+
+async def test_recording_publishes_one_track_per_participant(tmp_path: Path) -> None:
+    async with web_node(tmp_path, "a", p2p=True) as a, owner(a) as client:
+        jam = (await create_jam(client, "Take one"))["id"]
+        async with joined(a, jam, FREQS[0]) as p1, joined(a, jam, FREQS[1]) as p2:
+            await wait_until(lambda: p1.hears(FREQS[1]) and p2.hears(FREQS[0]), 20)
+            response = await client.post(f"/api/v1/jams/{jam}/recording", json={"on": True})
+            assert response.status_code == 200 and response.json()["recording"] is True
+            await wait_until(lambda: p1.roster["jam"]["recording"] is True, 5)
+            await trio.sleep(1.5)
+            response = await client.post(f"/api/v1/jams/{jam}/recording", json={"on": False})
+            assert response.status_code == 200, response.text
+            tracks = response.json()["tracks"]
+        assert len(tracks) == 2
+        assert all(t["body"]["title"] == "Take one — a" for t in tracks)
+        for item in tracks:
+            body = item["body"]
+            assert body["mime"] == "audio/wav" and body["sample_rate"] == 48000
+            assert 1000 <= body["duration_ms"] <= 4000
+            assert body["channels"] == 2
+        # Each file holds its own participant's tone: decode and measure.
+        found = set()
+        for item in tracks:
+            pcm = a.node.blobs.read_bytes(item["body"]["blob"])[44:]
+            samples = array("h", pcm[: len(pcm) // 2 * 2])[::2][-9600:]  # the last 200 ms, left
+            found.add(max(FREQS, key=lambda f: goertzel_ratio(samples[:960], f)))
+        assert found == {FREQS[0], FREQS[1]}
+        listed = (await client.get("/api/v1/tracks")).json()["items"]
+        assert {i["id"] for i in tracks} <= {i["id"] for i in listed}
+        bad = await client.post(f"/api/v1/jams/{jam}/recording", json={"on": "yes"})
+        assert bad.status_code == 400
+
+
+async def test_a_tampered_jam_offer_is_refused_and_carries_no_audio(tmp_path: Path) -> None:
+    async with (
+        web_node(tmp_path, "a", p2p=True) as a,
+        web_node(tmp_path, "b", p2p=True) as b,
+        owner(a) as ca,
+        owner(b) as cb,
+    ):
+        await peer(b, a)
+        jam = (await create_jam(ca))["id"]
+        live(b).channels.ring_timeout = 0.5
+        tampered: list[bytes] = []
+
+        def in_transit(wire: bytes) -> bytes:
+            changed = flip_fingerprint(wire)
+            if changed != wire:
+                tampered.append(changed)
+            return changed
+
+        live(b).channels.wire_hook = in_transit
+        await join_by_code(cb, a, jam)
+        await wait_until(lambda: len(tampered) >= 2, 15)  # B retries; every offer is refused
+        federation = a.node.federation
+        assert federation is not None
+        assert federation.sessions[b.node.node_id].stats.invalid_signals == len(tampered)
+        assert not live(a).channels.rtc_started  # no peer connection was even made on A
+        assert not live(a).jams.get(jam).links and not live(b).jams.get(jam).connected
+
+        # Untouched, the same join connects (B keeps retrying while its mirror lasts).
+        live(b).channels.wire_hook = None
+        await wait_until(lambda: live(b).jams.get(jam).connected, 30)
+        assert b.node.node_id in live(a).jams.get(jam).links
+
+
+async def test_jam_api_refuses_bad_input_and_unauthenticated_sockets(tmp_path: Path) -> None:
+    async with web_node(tmp_path, "a", p2p=True) as a, owner(a) as client:
+        assert (await client.post("/api/v1/jams", json={"title": ""})).status_code == 400
+        assert (await client.post("/api/v1/jams", json={"code": "nope"})).status_code == 400
+        assert (await client.get("/api/v1/jams/" + "0" * 32)).status_code == 404
+        assert (await client.delete("/api/v1/jams/" + "0" * 32)).status_code == 404
+        jam = (await create_jam(client))["id"]
+        async with a.client() as anonymous:
+            assert (await anonymous.get("/api/v1/jams")).status_code == 401
+        # Upgrades without credentials, or with a session cookie from another origin, are
+        # refused before the socket is accepted.
+        host = a.url.removeprefix("http://")
+        upgrade = (
+            f"GET /api/v1/live/ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        )
+        with trio.fail_after(10):
+            answer = await raw_exchange(a.url, (upgrade + "\r\n").encode())
+            assert answer.startswith(b"HTTP/1.1 401"), answer[:100]
+            await a.add_user("mia", "member")
+            async with a.signed_in("mia") as mia:
+                cookie = "; ".join(f"{k}={v}" for k, v in mia.cookies.items())
+                forged = upgrade + f"Cookie: {cookie}\r\nOrigin: http://evil.example\r\n\r\n"
+                answer = await raw_exchange(a.url, forged.encode())
+                assert answer.startswith(b"HTTP/1.1 403"), answer[:100]
+                own = upgrade + f"Cookie: {cookie}\r\nOrigin: {a.url}\r\n\r\n"
+                answer = await raw_exchange(a.url, own.encode())
+                assert answer.startswith(b"HTTP/1.1 101"), answer[:100]
+        # An authenticated socket survives garbage and says what was wrong.
+        assert a.node.api_token
+        async with jam_participant(a.url, a.node.api_token, FREQS[0], FREQS) as p:
+            for frame in ("not json", "[1]", '{"t":"jam-join","jam":"x","sdp":"v=0"}',
+                          '{"t":"dance","jam":"' + jam + '"}'):  # fmt: skip
+                assert p.ws is not None
+                await p.ws.send_message(frame)
+                with trio.fail_after(10):
+                    reply = await p.receive()
+                assert reply["t"] == "error", reply
+            await p.join(jam)  # and still works
+            assert len(live(a).jams.get(jam).participants) == 1

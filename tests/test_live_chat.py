@@ -427,7 +427,7 @@ async def test_a_fingerprint_swapped_before_signing_carries_no_media(
         # Had DTLS let another certificate through, each side's own check closes the channel.
         live(a).channels.sdp_hook = None
         with monkeypatch.context() as patched:
-            patched.setattr(channels, "_peer_certificate_fingerprint", lambda pc: swapped)
+            patched.setattr(channels, "peer_certificate_fingerprint", lambda pc: swapped)
             live(a).channels.connect(node_id(b))
             # The first side to check hangs up (a bye), so the other may not get to check.
             await wait_until(

@@ -216,11 +216,15 @@ async def open_media_call(
     try:
         rtc = await channels.ensure_rtc()
         try:
-            with trio.fail_after(channels.ring_timeout + channels.open_timeout):
+            with trio.fail_after(channels.ring_timeout):
                 await _negotiate(channels, rtc, call, setup, offer, purpose)
+        except trio.TooSlowError as exc:
+            raise ChannelFailed("no answer") from exc
+        try:
+            with trio.fail_after(channels.open_timeout):
                 await call.opened.wait()
         except trio.TooSlowError as exc:
-            raise ChannelFailed("the call timed out") from exc
+            raise ChannelFailed("the call did not connect") from exc
         if call.closed.is_set():
             raise ChannelFailed(f"the call closed: {call.reason}")
 
