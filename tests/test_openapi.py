@@ -265,6 +265,8 @@ async def test_every_route_is_documented_and_every_documented_route_exists(
         app = create_app(node, bind_host="127.0.0.1")
     served = set()
     for rule in app.url_map.iter_rules():
+        if rule.websocket:  # /api/v1/live/ws: specified in specs/live.md §10.5
+            continue
         path = re.sub(r"<(?:[^<>:]+:)?([^<>]+)>", r"{\1}", rule.rule)
         if path.startswith(("/api/v1/", "/media/")):
             served |= {
@@ -510,6 +512,30 @@ async def signed_in_answers(
     history = check(await ada.get(said), posts, 200)
     assert [m["text"] for m in history["items"]] == ["hello room"]
     check(await ada.get("/api/v1/chat/rooms/nowhere/messages"), posts, 404)
+    # Jams (this node alone: the peers' side is tests/test_jam.py).
+    jams, one = "/api/v1/jams", "/api/v1/jams/{jam}"
+    jam = check(await ada.post(jams, json={"title": "Open session"}), jams, 201)
+    code = f"{jam['host']}/{jam['id']}"
+    assert check(await ada.post(jams, json={"code": code}), jams, 200)["id"] == jam["id"]
+    check(await ada.post(jams, json={"title": ""}), jams, 400)
+    assert [j["id"] for j in check(await ada.get(jams), jams, 200)["jams"]] == [jam["id"]]
+    here = f"/api/v1/jams/{jam['id']}"
+    assert check(await ada.get(here), one, 200)["participants"] == []
+    check(await ada.get("/api/v1/jams/" + "0" * 32), one, 404)
+    streams, recording = "/api/v1/jams/{jam}/streams", "/api/v1/jams/{jam}/recording"
+    check(await ada.post(here + "/streams", json={"peer": "x", "track": "y"}), streams, 400)
+    nowhere = "/api/v1/jams/" + "0" * 32
+    stream = {"peer": "1" * 64, "track": "2" * 64}
+    check(await ada.post(nowhere + "/streams", json=stream), streams, 404)
+    assert check(await ada.post(here + "/recording", json={"on": True}), recording, 200)[
+        "recording"
+    ]
+    stopped = check(await ada.post(here + "/recording", json={"on": False}), recording, 200)
+    assert stopped == {"tracks": []}  # nobody was heard
+    check(await ada.post(here + "/recording", json={"on": "yes"}), recording, 400)
+    check(await ada.post(nowhere + "/recording", json={"on": True}), recording, 404)
+    check(await ada.delete(here), one, 204)
+    check(await ada.delete(here), one, 404)
     feed = "/api/v1/feed"
     page = check(await ada.get(feed, params={"limit": 1}), feed, 200)
     assert page["next"] is not None and page["items"][0]["body"]["text"] == "second"

@@ -104,20 +104,21 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
         response.status_code = 201
         return response
 
-    @app.get("/api/v1/jams/<jam_id>")
+    @app.get("/api/v1/jams/<jam>")
     @auth.require(Permission.READ)
-    async def jam_read(jam_id: str) -> Response:
+    async def jam_read(jam: str) -> Response:
         manager = live()
         if manager is None:
             return unavailable()
         try:
-            return jsonify(jam_json(manager, jam_id))
+            return jsonify(jam_json(manager, jam))
         except NoSuchJam as exc:
             return api_error(404, "not_found", str(exc))
 
-    @app.delete("/api/v1/jams/<jam_id>")
+    @app.delete("/api/v1/jams/<jam>")
     @auth.require(Permission.POST)
-    async def jam_end(jam_id: str) -> Response:
+    async def jam_end(jam: str) -> Response:
+        jam_id = jam
         manager = live()
         if manager is None:
             return unavailable()
@@ -127,9 +128,10 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
             return api_error(404, "not_found", str(exc))
         return no_content()
 
-    @app.post("/api/v1/jams/<jam_id>/streams")
+    @app.post("/api/v1/jams/<jam>/streams")
     @auth.require(Permission.POST)
-    async def jam_stream(jam_id: str) -> Response:
+    async def jam_stream(jam: str) -> Response:
+        jam_id = jam
         manager = live()
         if manager is None:
             return unavailable()
@@ -147,9 +149,10 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
         response.status_code = 202
         return response
 
-    @app.post("/api/v1/jams/<jam_id>/recording")
+    @app.post("/api/v1/jams/<jam>/recording")
     @auth.require(Permission.UPLOAD)
-    async def jam_recording(jam_id: str) -> Response:
+    async def jam_recording(jam: str) -> Response:
+        jam_id = jam
         manager = live()
         if manager is None:
             return unavailable()
@@ -157,16 +160,16 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
         if type(on) is not bool:
             raise ValueError("'on' is true (start recording) or false (stop and publish)")
         try:
-            jam = manager.jams.get(jam_id)
+            session = manager.jams.get(jam_id)
             if on:
                 await manager.jams.start_recording(jam_id, now_ms())
-                return jsonify(jam.public(node.node_id))
+                return jsonify(session.public(node.node_id))
             recorded = await manager.jams.stop_recording(jam_id)
         except NoSuchJam as exc:
             return api_error(404, "not_found", str(exc))
         published = []
         for take in recorded:
-            title = f"{jam.title} — {take.name}"
+            title = f"{session.title} — {take.name}"
             published.append(
                 await publish_audio_file(node, items, take.path, title, take.path.name)
             )
