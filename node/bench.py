@@ -143,6 +143,11 @@ def main(args: argparse.Namespace) -> int:
         from node.bench_audio import bench_audio
 
         figures = bench_audio(args.seconds, args.streams)
+    elif args.bench_name == "jam":
+        from node.bench_jam import bench_jam
+
+        sizes = tuple(int(n) for n in args.participants.split(","))
+        figures = bench_jam(args.seconds, sizes)
     else:  # argparse restricts the names; this is a programming error
         raise AssertionError(args.bench_name)
     print(json.dumps({"bench": args.bench_name, **figures}, sort_keys=True))

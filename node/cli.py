@@ -579,6 +579,14 @@ def build_parser() -> argparse.ArgumentParser:
     audio.add_argument("--seconds", type=float, default=10.0)
     audio.add_argument("--streams", type=int, default=1)
     audio.set_defaults(func=cmd_bench)
+    jam = bsub.add_parser(
+        "jam", help="a jam through a host node: latency, CPU per forwarded stream"
+    )
+    jam.add_argument("--seconds", type=float, default=8.0)
+    jam.add_argument(
+        "--participants", default="2,4,8", help="comma-separated sizes, 2 to 8 (default 2,4,8)"
+    )
+    jam.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -1,6 +1,6 @@
 """Jam sessions between real nodes on loopback, over real WebRTC audio.
 
-Participants are :mod:`tests.jam_client` clients: aiortc peers that speak the
+Participants are :mod:`node.live.participant` clients: aiortc peers that speak the
 web UI WebSocket protocol exactly as the jam page does, each sending a tone
 of its own frequency, so a test can tell whose audio reached whom.  ICE is
 pinned to 127.0.0.1 as in tests/test_live_chat.py.
@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import trio
 
+from node.live.participant import Participant, goertzel_ratio, jam_participant
 from tests.audio_files import wav_bytes
-from tests.jam_client import Participant, goertzel_ratio, jam_participant
 from tests.test_live_chat import flip_fingerprint, live, loopback_ice, owner, peer, wait_until
 from tests.webapp import WebNode, raw_exchange, web_node
 

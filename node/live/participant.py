@@ -1,12 +1,17 @@
-"""A jam participant for tests: what a browser does, done with aiortc on its own asyncio thread.
+"""A scripted jam participant: what the jam page does, done with aiortc on its own thread.
 
-It speaks the web UI's WebSocket protocol (``webui/jam_api.py``) exactly as
-the jam page does: one offer with :data:`SLOTS` audio transceivers (the
-first sends a tone, the rest only receive), the node's answer, then rosters.
-Each participant sends a sine of its own frequency; what it receives is
-decoded and, every few frames, measured with the Goertzel algorithm at every
-test frequency, so a test can tell *whose* audio arrived on which slot, not
-only that some sound did.
+For tests and ``talas bench jam``.  It speaks the web UI's WebSocket
+protocol (``webui/jam_api.py``) exactly as the jam page does: one offer with
+:data:`SLOTS` audio transceivers (the first sends, the rest only receive),
+the node's answer, then rosters.  Each participant sends a sine of its own
+frequency (continuously, or in bursts for latency measurements); what it
+receives is decoded and, every few frames, measured with the Goertzel
+algorithm at every expected frequency, so a test can tell *whose* audio
+arrived on which slot, not only that some sound did.  With ``onsets`` it
+also notes, on every frame, when sound starts after silence on a slot.
+
+aiortc and PyAV are imported inside the functions (on the participant's own
+asyncio thread), so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import time
 from array import array
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,6 +29,7 @@ from typing import Any
 import trio
 from trio_websocket import WebSocketConnection, open_websocket_url
 
+from node.jitter import install_on_peer_connection
 from node.live.jam import SLOTS
 from node.rtc_bridge import RtcLoop, open_rtc_loop
 
@@ -32,13 +39,32 @@ ANALYSE_EVERY = 5
 """Frames between two measurements of a slot (Goertzel in pure Python is not free)."""
 
 
+BURST_FRAMES = 5
+"""A burst is 100 ms of tone..."""
+BURST_PERIOD_FRAMES = 20
+"""...every 400 ms, silence between."""
+SILENT_FRAME = bytes(2 * FRAME)
+ONSET_ENERGY = 1e5
+"""Mean square (of int16 samples) above which a frame counts as sound; the tone is ~3e7."""
+
+
 class ToneTrack:
-    """An aiortc audio track playing a sine of ``freq`` Hz in real time (made on the loop)."""
+    """An aiortc audio track playing a sine of ``freq`` Hz in real time (made on the loop).
+
+    With ``bursts``, the tone plays for :data:`BURST_FRAMES` frames every
+    :data:`BURST_PERIOD_FRAMES`, silence between, and ``sent_onsets`` gets
+    the ``time.perf_counter()`` at which each burst's first frame left.
+    """
 
     @staticmethod
-    def make(freq: float) -> Any:
+    def make(freq: float, bursts: bool = False, sent_onsets: list[float] | None = None) -> Any:
         import av
         from aiortc import MediaStreamTrack
+
+        # One second of the tone, made once: whole-hertz tones loop without a click.
+        second = array(
+            "h", (int(8000 * math.sin(2 * math.pi * freq * i / RATE)) for i in range(RATE))
+        ).tobytes()
 
         class _Tone(MediaStreamTrack):
             kind = "audio"
@@ -55,15 +81,14 @@ class ToneTrack:
                 wait = self.start + self.samples / RATE - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
-                pcm = array(
-                    "h",
-                    (
-                        int(8000 * math.sin(2 * math.pi * freq * (self.samples + i) / RATE))
-                        for i in range(FRAME)
-                    ),
-                )
+                index = self.samples // FRAME
+                quiet = bursts and index % BURST_PERIOD_FRAMES >= BURST_FRAMES
+                offset = self.samples % RATE * 2
+                pcm = SILENT_FRAME if quiet else second[offset : offset + 2 * FRAME]
+                if bursts and index % BURST_PERIOD_FRAMES == 0 and sent_onsets is not None:
+                    sent_onsets.append(time.perf_counter())
                 frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME)
-                frame.planes[0].update(pcm.tobytes())
+                frame.planes[0].update(pcm)
                 frame.sample_rate = RATE
                 frame.pts = self.samples
                 frame.time_base = Fraction(1, RATE)
@@ -89,10 +114,28 @@ def goertzel_ratio(samples: array[int], freq: float) -> float:
 class Participant:
     """One jam participant; see the module docstring.  Use :func:`jam_participant`."""
 
-    def __init__(self, rtc: RtcLoop, freq: float, freqs: list[float]) -> None:
+    def __init__(
+        self,
+        rtc: RtcLoop,
+        freq: float,
+        freqs: list[float],
+        *,
+        bursts: bool = False,
+        onsets: bool = False,
+        low_latency: bool = False,
+    ) -> None:
         self.rtc = rtc
         self.freq = freq
         self.freqs = freqs
+        self.bursts = bursts
+        self.track_onsets = onsets
+        self.low_latency = low_latency
+        self.sent_onsets: list[float] = []
+        """When each burst left (``bursts``)."""
+        self.onsets: dict[int, list[float]] = {}
+        """slot -> when sound started after silence there (``onsets``)."""
+        self.watch: str | None = None
+        """When set, only the slot carrying this participant is measured (benchmarks)."""
         self.pc: Any = None
         self.ws: WebSocketConnection | None = None
         self.participant_id = ""
@@ -108,9 +151,12 @@ class Participant:
         from aiortc import RTCConfiguration, RTCPeerConnection
 
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-        pc.addTransceiver(ToneTrack.make(self.freq), direction="sendrecv")
+        tone = ToneTrack.make(self.freq, self.bursts, self.sent_onsets)
+        pc.addTransceiver(tone, direction="sendrecv")
         for _ in range(SLOTS - 1):
             pc.addTransceiver("audio", direction="recvonly")
+        if self.low_latency:
+            install_on_peer_connection(pc)
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -130,19 +176,29 @@ class Participant:
         from aiortc.mediastreams import MediaStreamError
 
         count = 0
+        sounding = False
         while True:
             try:
                 frame = await track.recv()
             except MediaStreamError:
                 return
             count += 1
-            if count % ANALYSE_EVERY:
+            if self.watch is not None and slot != self.slot_of_participant(self.watch):
+                continue  # decoded (as a listener would), not measured
+            if count % ANALYSE_EVERY and not self.track_onsets:
                 continue
             channels = len(frame.layout.channels)
             pcm = array("h", bytes(frame.planes[0])[: 2 * channels * frame.samples])  # no padding
             left = pcm[::channels] if channels > 1 else pcm
             energy = sum(x * x for x in left) / max(1, len(left))
             self.energy[slot] = energy
+            if self.track_onsets:
+                loud = energy > ONSET_ENERGY
+                if loud and not sounding:
+                    self.onsets.setdefault(slot, []).append(time.perf_counter())
+                sounding = loud
+                if count % ANALYSE_EVERY:
+                    continue
             if energy < 1e4:  # silence (a -30 dBFS tone is ~2e6)
                 continue
             best = max(self.freqs, key=lambda f: goertzel_ratio(left, f))
@@ -191,6 +247,14 @@ class Participant:
     def hears(self, freq: float, frames: int = 5) -> bool:
         return any(tones.get(freq, 0) >= frames for tones in self.heard.values())
 
+    def slot_of_participant(self, participant: str) -> int | None:
+        """The receive slot the roster gives ``participant`` (a participant id)."""
+        for entry in self.roster.get("participants", []):
+            if entry["id"] == participant:
+                slot: int | None = entry["slot"]
+                return slot
+        return None
+
     def slot_of(self, name: str) -> int | None:
         for entry in self.roster.get("participants", []):
             if entry["name"] == name:
@@ -201,11 +265,14 @@ class Participant:
 
 @asynccontextmanager
 async def jam_participant(
-    url: str, token: str, freq: float, freqs: list[float]
+    url: str, token: str, freq: float, freqs: list[float], **options: bool
 ) -> AsyncIterator[Participant]:
-    """A participant connected to the node at ``url`` (http://…) with a bearer ``token``."""
+    """A participant connected to the node at ``url`` (http://…) with a bearer ``token``.
+
+    ``options`` are :class:`Participant`'s (``bursts``, ``onsets``, ``low_latency``).
+    """
     async with open_rtc_loop() as rtc:
-        participant = Participant(rtc, freq, freqs)
+        participant = Participant(rtc, freq, freqs, **options)
         ws_url = url.replace("http://", "ws://") + "/api/v1/live/ws"
         headers = [(b"authorization", f"Bearer {token}".encode())]
         try:
