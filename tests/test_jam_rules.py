@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from node.live.jam import BadRoster, assign_slots, check_title, parse_roster
 from node.live.opus import SILENCE, BadOpusPacket, packet_samples
+from node.live.roster import BadRoster, assign_slots, check_title, parse_roster
 from protocol.signalling import SignalKind, call_purpose, check_sdp, with_call_purpose
 
 SDP = (

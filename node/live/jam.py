@@ -40,19 +40,38 @@ hands the files to the caller to publish as library tracks.
 from __future__ import annotations
 
 import logging
-import re
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from node.errors import LinkError, LocalError, RemoteError, TalasError
+from node.errors import LinkError, TalasError
 from node.live.channels import ChannelFailed, PeerChannels
 from node.live.media_call import MediaCalls, open_media_call
+from node.live.roster import (
+    HEX16,
+    HEX32,
+    MAX_JAMS,
+    MAX_NAME,
+    MAX_PARTICIPANTS,
+    SLOTS,
+    BadRoster,
+    Jam,
+    JamError,
+    JamFull,
+    Link,
+    NoSuchJam,
+    Notify,
+    Participant,
+    Recorded,
+    Recording,
+    assign_slots,
+    check_title,
+    parse_roster,
+)
 from node.rtc_bridge import RtcLoop, RtcLoopClosed
 from protocol.signalling import Signal
 
@@ -60,179 +79,26 @@ if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
 
     from node.daemon import Node
-    from node.live.media import InSlot, Recorder, SlotTrack, Source
+    from node.live.media import InSlot, SlotTrack, Source
+
+__all__ = [
+    "SLOTS",
+    "BadRoster",
+    "JamError",
+    "JamService",
+    "NoSuchJam",
+    "assign_slots",
+    "check_title",
+    "parse_roster",
+]
 
 log = logging.getLogger(__name__)
 
-SLOTS = 8
-"""Audio transceivers each way on a node link, and downstream to a browser."""
-MAX_PARTICIPANTS = SLOTS
-MAX_JAMS = 16
-MAX_TITLE = 120
-MAX_NAME = 80
 MEMBER_RETRIES = 5
 """Failed calls in a row after which a member node gives up on a jam's host."""
 RETRY_INITIAL = 1.0
 RETRY_MAX = 15.0
 ENDED_GRACE = 0.3
-_HEX16 = re.compile(r"[0-9a-f]{32}")
-_HEX32 = re.compile(r"[0-9a-f]{64}")
-
-Notify = Callable[[dict[str, Any]], None]
-
-
-class JamError(TalasError):
-    """A jam operation refused."""
-
-
-class NoSuchJam(JamError, LocalError):
-    pass
-
-
-class JamFull(JamError, LocalError):
-    pass
-
-
-class BadRoster(JamError, RemoteError):
-    """A peer's roster broke the rules: its link is closed."""
-
-
-@dataclass
-class Participant:
-    id: str
-    name: str
-    node: str
-    link: str
-    """The link it came in on."""
-    kind: str = "mic"  # or "track"
-    muted: bool = False
-    source: Source | None = None
-
-    def public(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "name": self.name,
-            "node": self.node,
-            "kind": self.kind,
-            "muted": self.muted,
-        }
-
-
-@dataclass
-class Link:
-    """One peer connection of a jam, seen from this node (see the module docstring)."""
-
-    id: str
-    kind: str  # "browser", "node" or "stream"
-    notify: Notify
-    out: list[SlotTrack] = field(default_factory=list)
-    ins: list[InSlot] = field(default_factory=list)
-    slot_map: list[str | None] = field(default_factory=list)
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    last_roster: dict[str, Any] | None = None
-    pc: Any = None
-    """A browser link's RTCPeerConnection (asyncio side; node links' belong to their call)."""
-
-
-@dataclass
-class Recording:
-    started_ms: int
-    directory: Path
-    recorders: dict[str, Recorder] = field(default_factory=dict)
-    names: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Jam:
-    id: str
-    title: str
-    host: str
-    created_ms: int
-    participants: dict[str, Participant] = field(default_factory=dict)
-    links: dict[str, Link] = field(default_factory=dict)
-    recording: Recording | None = None
-    connected: bool = True
-    """For a member: whether its call to the host is up."""
-    ended: trio.Event = field(default_factory=trio.Event)
-    end_reason: str = ""
-
-    def public(self, me: str) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "title": self.title,
-            "host": self.host,
-            "hosted_here": self.host == me,
-            "connected": self.connected,
-            "created_ms": self.created_ms,
-            "recording": self.recording is not None,
-            "participants": [p.public() for p in self.participants.values()],
-        }
-
-
-@dataclass(frozen=True)
-class Recorded:
-    """One participant's recording, ready to publish."""
-
-    path: Path
-    participant: str
-    name: str
-    duration_ms: int
-
-
-def assign_slots(current: list[str | None], wanted: Iterable[str], slots: int) -> list[str | None]:
-    """Slots for ``wanted`` (in order, at most ``slots``), keeping each on the slot it holds.
-
-    Pure: a participant that stays keeps its slot (a listener's audio
-    element does not change hands); new ones take the lowest free slots.
-    """
-    wanted_list = list(dict.fromkeys(wanted))[:slots]
-    keep = set(wanted_list)
-    result: list[str | None] = [
-        pid if pid in keep else None for pid in (current + [None] * slots)[:slots]
-    ]
-    placed = {pid for pid in result if pid is not None}
-    free = (i for i, pid in enumerate(result) if pid is None)
-    for pid in wanted_list:
-        if pid not in placed:
-            result[next(free)] = pid
-    return result
-
-
-def parse_roster(message: dict[str, Any], slots: int) -> list[tuple[int, Participant]]:
-    """Validate a peer's roster message: (slot, participant) pairs, or raise BadRoster."""
-    entries = message.get("participants")
-    if not isinstance(entries, list) or len(entries) > slots:
-        raise BadRoster(f"a roster lists at most {slots} participants")
-    seen_slots: set[int] = set()
-    seen_ids: set[str] = set()
-    parsed = []
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise BadRoster("a roster entry is an object")
-        pid, name, node = entry.get("id"), entry.get("name"), entry.get("node")
-        slot, muted, kind = entry.get("slot"), entry.get("muted", False), entry.get("kind", "mic")
-        if not (isinstance(pid, str) and _HEX16.fullmatch(pid)) or pid in seen_ids:
-            raise BadRoster("a participant id is 32 lowercase hex digits, once")
-        if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
-            raise BadRoster(f"a participant name is 1 to {MAX_NAME} characters")
-        if not (isinstance(node, str) and _HEX32.fullmatch(node)):
-            raise BadRoster("a participant's node is a node id")
-        if type(slot) is not int or not 0 <= slot < slots or slot in seen_slots:
-            raise BadRoster("each participant has its own slot")
-        if type(muted) is not bool or kind not in ("mic", "track"):
-            raise BadRoster("muted is a boolean, kind 'mic' or 'track'")
-        seen_ids.add(pid)
-        seen_slots.add(slot)
-        parsed.append((slot, Participant(pid, name, node, "", kind=kind, muted=muted)))
-    return parsed
-
-
-def check_title(title: object) -> str:
-    if not isinstance(title, str) or not 1 <= len(title.strip()) <= MAX_TITLE:
-        raise ValueError(f"a jam title is 1 to {MAX_TITLE} characters")
-    if any(ord(c) < 0x20 for c in title):
-        raise ValueError("a jam title has no control characters")
-    return title.strip()
 
 
 class JamService:
@@ -275,7 +141,7 @@ class JamService:
 
     def join_remote(self, host: str, jam_id: str, now_ms: int) -> Jam:
         """Mirror ``host``'s jam here and call the host (retrying in the background)."""
-        if not _HEX32.fullmatch(host) or not _HEX16.fullmatch(jam_id):
+        if not HEX32.fullmatch(host) or not HEX16.fullmatch(jam_id):
             raise ValueError("a jam code is <host node id>/<jam id>")
         if host == self.me:
             return self.get(jam_id)
@@ -525,7 +391,7 @@ class JamService:
     def play_track(self, jam_id: str, peer: str, track: str) -> None:
         """Ask ``peer`` to play track event ``track`` into the jam (in the background)."""
         jam = self.get(jam_id)
-        if not _HEX32.fullmatch(peer) or not _HEX32.fullmatch(track):
+        if not HEX32.fullmatch(peer) or not HEX32.fullmatch(track):
             raise ValueError("peer and track are 64 hex digits")
         if peer == self.me:
             raise ValueError("only a peer's tracks stream (this node's own play in the browser)")
