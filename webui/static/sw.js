@@ -32,6 +32,7 @@ const SHELL = [
   '/static/js/feed.js',
   '/static/js/messages.js',
   '/static/js/chat.js',
+  '/static/js/jam.js',
   '/static/js/profile.js',
   '/static/js/library.js',
   '/static/js/market.js',

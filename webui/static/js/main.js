@@ -7,6 +7,7 @@ import * as signin from './signin.js';
 import * as feed from './feed.js';
 import * as messages from './messages.js';
 import * as chat from './chat.js';
+import * as jam from './jam.js';
 import * as profile from './profile.js';
 import * as library from './library.js';
 import * as market from './market.js';
@@ -22,6 +23,7 @@ const NAV = [
   { key: 'feed', label: 'Feed' },
   { key: 'messages', label: 'Messages', perm: 'post' },
   { key: 'chat', label: 'Chat' },
+  { key: 'jam', label: 'Jam' },
   { key: 'library', label: 'Library' },
   { key: 'market', label: 'Market' },
   { key: 'courses', label: 'Courses' },
@@ -83,6 +85,8 @@ function defineRoutes() {
   route('/messages/:id', (p) => show(messages, p, 'Messages', 'messages'));
   route('/chat', () => show(chat, {}, 'Chat', 'chat'));
   route('/chat/:room', (p) => show(chat, p, 'Chat', 'chat'));
+  route('/jam', () => show(jam, {}, 'Jam', 'jam'));
+  route('/jam/:id', (p) => show(jam, p, 'Jam', 'jam'));
   route('/library', () => show(library, {}, 'Library', 'library'));
   route('/market', () => show(market, {}, 'Market', 'market'));
   route('/courses', () => show(courses, {}, 'Courses', 'courses'));
