@@ -248,3 +248,34 @@ async def test_jam_api_refuses_bad_input_and_unauthenticated_sockets(tmp_path: P
                 assert reply["t"] == "error", reply
             await p.join(jam)  # and still works
             assert len(live(a).jams.get(jam).participants) == 1
+
+
+async def test_a_member_breaking_the_roster_rules_is_hung_up_on_and_may_come_back(
+    tmp_path: Path,
+) -> None:
+    async with (
+        web_node(tmp_path, "a", p2p=True) as a,
+        web_node(tmp_path, "b", p2p=True) as b,
+        owner(a) as ca,
+        owner(b) as cb,
+    ):
+        await peer(b, a)
+        jam = (await create_jam(ca))["id"]
+        await join_by_code(cb, a, jam)
+        async with joined(a, jam, FREQS[0]) as pa:
+            not_a_participant = {"t": "roster", "participants": [{"id": "x", "slot": 0}]}
+            empty = {"t": "roster", "participants": []}
+            for burst in ([not_a_participant], [empty] * 200):  # a bad roster, then a flood
+                await wait_until(lambda: b.node.node_id in live(a).jams.get(jam).links, 30)
+                link = live(a).jams.get(jam).links[b.node.node_id]
+                calls = list(live(b).calls._calls.values())
+                assert len(calls) == 1
+                for message in burst:
+                    calls[0].send(message)
+                await wait_until(calls[0].closed.is_set, 10)  # A hung up
+                await wait_until(
+                    lambda old=link: live(a).jams.get(jam).links.get(b.node.node_id) is not old, 10
+                )
+            # The host and its own participant carry on; the member calls again.
+            await wait_until(lambda: b.node.node_id in live(a).jams.get(jam).links, 30)
+            assert [p["name"] for p in pa.roster["participants"]] == ["a"]

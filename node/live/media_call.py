@@ -36,6 +36,7 @@ import trio
 
 from node.errors import LinkError
 from node.live.channels import ChannelFailed, PeerChannels, peer_certificate_fingerprint
+from node.ratelimit import RateLimiter
 from node.rtc_bridge import RtcLoop, RtcLoopClosed
 from protocol.signalling import (
     CallSignalling,
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 CONTROL_LABEL = "talas-media/1"
 MAX_CONTROL_BYTES = 64 * 1024
 CONTROL_QUEUE = 256
+CONTROL_PER_S = 20.0
+"""Control messages per second a peer may send, sustained (one per roster change); more: hang up."""
+CONTROL_BURST = 60
 MAX_CALLS_PER_PEER = 8
 CLOSE_TIMEOUT = 5.0
 
@@ -83,6 +87,7 @@ class MediaCall:
         self.closed = trio.Event()
         self.reason = ""
         self._inbox_send, self.messages = trio.open_memory_channel[dict[str, Any]](CONTROL_QUEUE)
+        self._rate = RateLimiter(rate=CONTROL_PER_S, burst=CONTROL_BURST)
 
     def close(self, reason: str) -> None:  # trio thread
         if not self.reason:
@@ -106,6 +111,9 @@ class MediaCall:
             self.dc.send(text)
 
     def _deliver(self, text: str) -> None:  # trio thread
+        if not self._rate.allow("peer", trio.current_time()):
+            self.close(f"more than {CONTROL_PER_S:.0f} control messages per second")
+            return
         if len(text) > MAX_CONTROL_BYTES:
             self.close("control message too large")
             return
