@@ -187,16 +187,32 @@ class PeerLink:
         self.messages_sent = 0
         self._session = session
         self._send_lock = trio.Lock()
+        self._cut = False
         self._reassembler = Reassembler()
 
     async def send(self, message: Message) -> None:
+        """Send one message (raises LinkError).
+
+        Sealing a chunk advances the Noise nonce, so a send interrupted after
+        the first seal (cancelled, or the transport failing) leaves the two
+        sides out of step: the link is then broken for good, and every later
+        send says so instead of sending what the peer cannot open.
+        """
         payload = encode(message)
         async with self._send_lock:
+            if self._cut:
+                raise LinkBroken("an earlier send was cut off mid-message")
             self.messages_sent += 1
-            for chunk in chunks(payload):
-                sealed = self._session.seal(chunk)
-                self.bytes_sent += len(sealed)
-                await self.transport.send(sealed)
+            sealed_any = False
+            try:
+                for chunk in chunks(payload):
+                    sealed = self._session.seal(chunk)
+                    sealed_any = True
+                    self.bytes_sent += len(sealed)
+                    await self.transport.send(sealed)
+            except BaseException:
+                self._cut = self._cut or sealed_any
+                raise
 
     async def receive(self) -> Message:
         while True:

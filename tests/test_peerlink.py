@@ -189,6 +189,36 @@ async def test_concurrent_senders_never_interleave_chunks() -> None:
     assert sorted(received, key=repr) == sorted(big, key=repr)
 
 
+async def test_a_send_cut_off_mid_message_breaks_the_link_for_good() -> None:
+    """Sealing advanced the Noise nonce: after a half-sent message nothing else may go out."""
+    left, right = trio.testing.lockstep_stream_pair()  # sends block until the peer reads
+    links: dict[bool, PeerLink] = {}
+
+    async def side(transport: StreamTransport, initiator: bool, key: SigningKey) -> None:
+        links[initiator] = await establish(transport, initiator=initiator, node_key=key)
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(side, StreamTransport(left), True, ALICE)
+            nursery.start_soon(side, StreamTransport(right), False, BOB)
+    alice = links[True]
+    big = Events([bytes([1]) * MAX_EVENT_BYTES] * 4)  # several chunks
+    with trio.move_on_after(0.2) as cut:
+        await alice.send(big)  # Bob never reads: stuck inside the message
+    assert cut.cancelled_caught
+    with pytest.raises(LinkBroken, match="cut off"):
+        await alice.send(Ping(1))
+    # A send cancelled before it sealed anything leaves a healthy link usable.
+    fresh_alice, fresh_bob = await link_pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await fresh_alice.send(Ping(2))
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(fresh_alice.send, Ping(3))
+            assert await fresh_bob.receive() == Ping(3)
+
+
 # -- stalls, garbage and closing -----------------------------------------------------
 
 
