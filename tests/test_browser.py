@@ -138,7 +138,11 @@ def _collect_problems(page: Page) -> list[str]:
 
 
 def sign_in(page: Page, node: Node, name: str) -> None:
+    page.goto("about:blank")  # a fresh load even when the page shows the sign-in form already
     page.goto(node.url + "/#/signin")
+    # signin.js draws the form once GET /setup answered, then focuses the name:
+    # typing before that can land in a form about to be replaced.
+    expect(page.locator("#signin-username")).to_be_focused()
     page.fill("#signin-username", name)
     page.fill("#signin-password", PASSWORD)
     page.click("#signin-submit")

@@ -155,6 +155,11 @@ async def test_recording_publishes_one_track_per_participant(tmp_path: Path) -> 
             response = await client.post(f"/api/v1/jams/{jam}/recording", json={"on": False})
             assert response.status_code == 200, response.text
             tracks = response.json()["tracks"]
+            # Ending the jam while it records publishes those takes too.
+            await client.post(f"/api/v1/jams/{jam}/recording", json={"on": True})
+            await trio.sleep(1)
+            assert (await client.delete(f"/api/v1/jams/{jam}")).status_code == 204
+            await wait_until(lambda: p1.messages[-1]["t"] == "jam-ended", 5)
         assert len(tracks) == 2
         assert all(t["body"]["title"] == "Take one — a" for t in tracks)
         for item in tracks:
@@ -171,8 +176,8 @@ async def test_recording_publishes_one_track_per_participant(tmp_path: Path) -> 
         assert found == {FREQS[0], FREQS[1]}
         listed = (await client.get("/api/v1/tracks")).json()["items"]
         assert {i["id"] for i in tracks} <= {i["id"] for i in listed}
-        bad = await client.post(f"/api/v1/jams/{jam}/recording", json={"on": "yes"})
-        assert bad.status_code == 400
+        assert len(listed) == 4  # and the two takes of the ended jam
+        assert not list((a.node.data.root / "recordings").glob("*/*.wav"))  # none left behind
 
 
 async def test_a_tampered_jam_offer_is_refused_and_carries_no_audio(tmp_path: Path) -> None:

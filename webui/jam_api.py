@@ -123,6 +123,8 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
         if manager is None:
             return unavailable()
         try:
+            if manager.jams.get(jam_id).recording is not None:
+                await publish_takes(manager, jam_id)  # never lose a take to an ended jam
             await manager.jams.end(jam_id)
         except NoSuchJam as exc:
             return api_error(404, "not_found", str(exc))
@@ -160,21 +162,25 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
         if type(on) is not bool:
             raise ValueError("'on' is true (start recording) or false (stop and publish)")
         try:
-            session = manager.jams.get(jam_id)
             if on:
                 await manager.jams.start_recording(jam_id, now_ms())
-                return jsonify(session.public(node.node_id))
-            recorded = await manager.jams.stop_recording(jam_id)
+                return jsonify(jam_json(manager, jam_id))
+            return jsonify({"tracks": await publish_takes(manager, jam_id)})
         except NoSuchJam as exc:
             return api_error(404, "not_found", str(exc))
+
+    async def publish_takes(manager: LiveManager, jam_id: str) -> list[dict[str, Any]]:
+        """Stop recording ``jam_id``; publish each take as the current user's track."""
+        title = manager.jams.get(jam_id).title
         published = []
-        for take in recorded:
-            title = f"{session.title} — {take.name}"
+        for take in await manager.jams.stop_recording(jam_id):
             published.append(
-                await publish_audio_file(node, items, take.path, title, take.path.name)
+                await publish_audio_file(
+                    node, items, take.path, f"{title} — {take.name}", take.path.name
+                )
             )
             await trio.to_thread.run_sync(partial(take.path.unlink, missing_ok=True))
-        return jsonify({"tracks": published})
+        return published
 
     # -- the browser's socket --------------------------------------------------------------
 
@@ -213,6 +219,8 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
         async with trio.open_nursery() as nursery:
 
             def notify(message: dict[str, Any]) -> None:
+                if message.get("t") in ("jam-left", "jam-ended"):
+                    joined.pop(str(message.get("jam")), None)  # this socket may join it again
                 try:
                     send_out.send_nowait(message)
                 except trio.WouldBlock:  # the browser is not reading: let it reconnect

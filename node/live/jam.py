@@ -159,8 +159,13 @@ class JamService:
     async def end(self, jam_id: str, reason: str = "ended by its host") -> None:
         """End a jam here: the host ends it for everyone, a member leaves it."""
         jam = self.get(jam_id)
-        if jam.recording is not None:
-            await self.stop_recording(jam_id)
+        if jam.recording is not None:  # the API publishes before ending; here, keep the files
+            kept = await self.stop_recording(jam_id)
+            if kept:
+                log.warning(
+                    "jam %s ended while recording: %d take(s) kept unpublished in %s",
+                    jam.id[:8], len(kept), kept[0].path.parent,
+                )  # fmt: skip
         jam.end_reason = reason
         jam.ended.set()
         self.jams.pop(jam_id, None)
@@ -299,6 +304,7 @@ class JamService:
             )
         except Exception:
             jam.participants.pop(pid, None)
+            self._on_loop(_detach, participant.source)
             raise
         jam.links[pid] = link
         self._refresh(jam)
@@ -514,6 +520,8 @@ class JamService:
                 duration = recorder.close()
                 if duration > 0 and recorder.heard:
                     done.append(Recorded(recorder.path, pid, recording.names[pid], duration))
+                else:
+                    recorder.path.unlink(missing_ok=True)  # nobody heard: no empty take
             return done
 
         return await rtc.run(close_all)
@@ -569,16 +577,31 @@ async def _answer_browser(
     participant: Participant,
     offer_sdp: str,
 ) -> str:
+    pc = link.pc = await rtc.create_peer_connection(service.channels.ice_servers)
+    try:
+        return await _answer_on(service, pc, jam_id, link, participant, offer_sdp)
+    except BaseException:
+        link.pc = None
+        await pc.close()
+        raise
+
+
+async def _answer_on(
+    service: JamService,
+    pc: RTCPeerConnection,
+    jam_id: str,
+    link: Link,
+    participant: Participant,
+    offer_sdp: str,
+) -> str:
     from aiortc import RTCSessionDescription
 
     from node.jitter import install_low_latency_jitter
     from node.live.media import SlotTrack
 
-    pc = link.pc = await rtc.create_peer_connection(service.channels.ice_servers)
     await pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
     audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
     if not 1 <= len(audio) <= SLOTS:
-        await pc.close()
         raise ValueError(f"a browser offers 1 to {SLOTS} audio transceivers, not {len(audio)}")
     for _ in audio:
         track = SlotTrack()

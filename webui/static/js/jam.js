@@ -15,6 +15,7 @@ import { leaving, every } from './router.js';
 import { field, errorBox, showError, clearError, busy, pageHeader, statusLine, badge } from './ui.js';
 
 const POLL_MS = 2000;
+const STALE_MS = 8000; // a read of the jam still unanswered after this no longer holds back the next
 const SLOTS = 8; // node/live/jam.py SLOTS: transceivers in the browser's offer
 const ICE_WAIT_MS = 10000; // the node does not trickle: the offer waits for every candidate
 const ANSWER_WAIT_MS = 20000;
@@ -464,10 +465,22 @@ async function renderJam(view, jamId, signal) {
   }
 
   // -- the jam's state: polled while not joined (the roster tells it while joined) ------
-  async function refresh() {
+  let asked = 0; // refreshes started …
+  let shown = 0; // … and the latest one whose answer is on the page
+  let pending = null; // when the refresh in flight started
+  /** Read the jam again, unless a recent read is still on its way (an old one is not waited for). */
+  function refresh() {
+    if (pending !== null && Date.now() - pending < STALE_MS) return;
+    const started = Date.now();
+    pending = started;
+    load(++asked).finally(() => { if (pending === started) pending = null; });
+  }
+
+  async function load(seq) {
     try {
       const data = await get(`/jams/${encodeURIComponent(jamId)}`);
-      if (signal.aborted || live || over) return;
+      if (signal.aborted || live || over || seq < shown) return;
+      shown = seq;
       jam = data;
       participants = Array.isArray(jam?.participants) ? jam.participants : [];
       showJam();
@@ -475,7 +488,7 @@ async function renderJam(view, jamId, signal) {
       if (pollError !== null && error.textContent === pollError) clearError(error);
       pollError = null;
     } catch (err) {
-      if (signal.aborted || live) return;
+      if (signal.aborted || live || over || seq < shown) return;
       if (err?.status === 404 && jam) { finished('it is no longer on this node'); return; }
       if (err?.status === 404 || err?.code === 'not_federating') over = true;
       showError(error, explain(err));
@@ -586,12 +599,20 @@ async function renderJam(view, jamId, signal) {
 
   end.addEventListener('click', async () => {
     if (!jam) return;
-    const hosting = Boolean(jam.hosted_here);
-    if (hosting && !window.confirm('End this jam for everyone?')) return;
+    const question = jam.hosted_here
+      ? 'End this jam for everyone?'
+      : 'Leave this jam? Everyone on this node stops hearing it.';
+    if (!window.confirm(question)) return;
     clearError(error);
     try {
       stopAudio(true);
-      await busy(end, () => del(`/jams/${encodeURIComponent(jamId)}`));
+      await busy(end, async () => {
+        // Ending drops a recording in progress unpublished: publish it first.
+        if (jam.recording && can('upload')) {
+          await post(`/jams/${encodeURIComponent(jamId)}/recording`, { on: false });
+        }
+        await del(`/jams/${encodeURIComponent(jamId)}`);
+      });
       if (signal.aborted) return;
       location.hash = '#/jam';
     } catch (err) {
@@ -618,8 +639,7 @@ async function renderJam(view, jamId, signal) {
   // Leaving the page ends this browser's part in the jam (the jam itself goes on).
   signal.addEventListener('abort', () => stopAudio(true), { once: true });
 
-  await refresh();
-  if (signal.aborted) return;
+  refresh();
   every(POLL_MS, () => { if (!live && !over && !document.hidden) refresh(); }, signal);
   every(METER_MS, tick, signal);
 }
