@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import trio
 
 from node.live.participant import Participant, goertzel_ratio, jam_participant
@@ -288,3 +289,15 @@ async def test_a_member_breaking_the_roster_rules_is_hung_up_on_and_may_come_bac
             # The host and its own participant carry on; the member calls again.
             await wait_until(lambda: b.node.node_id in live(a).jams.get(jam).links, 30)
             assert [p["name"] for p in pa.roster["participants"]] == ["a"]
+
+
+async def test_a_browser_offering_no_opus_is_refused(tmp_path: Path) -> None:
+    """Slots forward Opus packets as they are: any other codec would reach listeners as noise."""
+    async with web_node(tmp_path, "a", p2p=True) as a, owner(a) as client:
+        jam = (await create_jam(client))["id"]
+        assert a.node.api_token
+        pcmu = {"codec": "audio/PCMU"}
+        async with jam_participant(a.url, a.node.api_token, FREQS[0], FREQS, **pcmu) as p:
+            with pytest.raises(AssertionError, match="Opus"):
+                await p.join(jam)
+        assert live(a).jams.get(jam).participants == {}

@@ -546,6 +546,7 @@ def _slots_setup(link: Link, count: int, *, send: bool) -> Callable[[RTCPeerConn
         if existing:  # answering: the offer made them
             if len(existing) > count:
                 raise ChannelFailed(f"an offer with {len(existing)} audio slots (at most {count})")
+            require_opus(existing)
             transceivers = existing
             for _ in existing:
                 track = SlotTrack()
@@ -561,6 +562,7 @@ def _slots_setup(link: Link, count: int, *, send: bool) -> Callable[[RTCPeerConn
                 else:
                     transceivers.append(pc.addTransceiver("audio", direction="recvonly"))
         for transceiver in transceivers:
+            transceiver.setCodecPreferences(_opus_only())  # forwarding passes Opus packets on
             slot = InSlot()
             link.ins.append(slot)
             install_low_latency_jitter(transceiver.receiver, tap=slot)
@@ -603,6 +605,7 @@ async def _answer_on(
     audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
     if not 1 <= len(audio) <= SLOTS:
         raise ValueError(f"a browser offers 1 to {SLOTS} audio transceivers, not {len(audio)}")
+    require_opus(audio)
     for _ in audio:
         track = SlotTrack()
         link.out.append(track)
@@ -620,6 +623,21 @@ async def _answer_on(
 
     await pc.setLocalDescription(await pc.createAnswer())
     return str(pc.localDescription.sdp)
+
+
+def _opus_only() -> list[Any]:
+    from aiortc import RTCRtpSender
+
+    codecs = RTCRtpSender.getCapabilities("audio").codecs
+    return [c for c in codecs if c.mimeType.lower() == "audio/opus"]
+
+
+def require_opus(transceivers: list[Any]) -> None:
+    """Refuse a negotiation whose audio is not Opus: slots forward Opus packets as they are."""
+    for transceiver in transceivers:
+        codecs = transceiver._codecs  # aiortc's negotiated list; the first is what is sent
+        if not codecs or codecs[0].mimeType.lower() != "audio/opus":
+            raise ValueError("jam audio must be Opus (RFC 7587)")
 
 
 def _close_link_pc(link: Link) -> None:

@@ -123,6 +123,7 @@ class Participant:
         bursts: bool = False,
         onsets: bool = False,
         low_latency: bool = False,
+        codec: str = "audio/opus",
     ) -> None:
         self.rtc = rtc
         self.freq = freq
@@ -130,6 +131,8 @@ class Participant:
         self.bursts = bursts
         self.track_onsets = onsets
         self.low_latency = low_latency
+        self.codec = codec
+        """The only codec offered (a test offers PCMU to see it refused)."""
         self.sent_onsets: list[float] = []
         """When each burst left (``bursts``)."""
         self.onsets: dict[int, list[float]] = {}
@@ -148,7 +151,7 @@ class Participant:
     # -- asyncio side ------------------------------------------------------------------
 
     async def _offer(self) -> str:
-        from aiortc import RTCConfiguration, RTCPeerConnection
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpSender
 
         self.pc = pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         tone = ToneTrack.make(self.freq, self.bursts, self.sent_onsets)
@@ -157,6 +160,9 @@ class Participant:
             pc.addTransceiver("audio", direction="recvonly")
         if self.low_latency:
             install_on_peer_connection(pc)
+        codecs = RTCRtpSender.getCapabilities("audio").codecs
+        for transceiver in pc.getTransceivers():
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == self.codec])
 
         @pc.on("track")
         def on_track(track: Any) -> None:
@@ -265,7 +271,7 @@ class Participant:
 
 @asynccontextmanager
 async def jam_participant(
-    url: str, token: str, freq: float, freqs: list[float], **options: bool
+    url: str, token: str, freq: float, freqs: list[float], **options: Any
 ) -> AsyncIterator[Participant]:
     """A participant connected to the node at ``url`` (http://…) with a bearer ``token``.
 
