@@ -217,6 +217,9 @@ async def test_blocked_node_is_refused_and_blocked_author_not_replicated(tmp_pat
         await trio.to_thread.run_sync(peerstore.unblock, b.store, a.node_id)
         await follow(a, author_of(b).id)
         await trio.to_thread.run_sync(peerstore.block, a.store, author_of(b).id, "author", now_ms())
+        # As the API does (another process's block is read on the next refresh tick).
+        assert a.federation is not None
+        await a.federation.refresh()
         hidden = await post(b, "you should not see this")
         await wait_until(lambda: b.federation is not None and a.node_id in b.federation.sessions)
         await trio.sleep(0.5)
