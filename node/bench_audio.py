@@ -247,49 +247,68 @@ async def idle_node() -> IdleNode:
     aiortc has no compiled module of its own: its SRTP binding (pylibsrtp)
     stands for it in /proc/PID/maps; PyAV shows as its FFmpeg libraries.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
     with tempfile.TemporaryDirectory(prefix="talas-bench-audio-") as tmp:
-        argv = [sys.executable, "-m", "node.cli", "--data", tmp, "run", "--http",
-                "127.0.0.1:0", "--no-p2p", "--no-discovery"]  # fmt: skip
-        process = await trio.lowlevel.open_process(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=SOURCE_ROOT,
-        )
-        assert process.stdout is not None
-        output = b""
+        process, _ = await start_talas_run(tmp, "--no-p2p", "--no-discovery")
         try:
-            with trio.fail_after(60):
-                while b"web UI" not in output:
-                    chunk = await process.stdout.receive_some(4096)
-                    if not chunk:
-                        raise RuntimeError(f"talas run exited early: {output.decode()!r}")
-                    output += chunk
             await trio.sleep(IDLE_SETTLE_S)
             proc = Path(f"/proc/{process.pid}")
             status = (proc / "status").read_text()
             maps = (proc / "maps").read_text()
         finally:
-            process.send_signal(signal.SIGINT)
-            with trio.move_on_after(15):
-                async with trio.open_nursery() as nursery:
-                    # Keep reading so a chatty shutdown cannot block on a full pipe.
-                    nursery.start_soon(_drain, process.stdout)
-                    await process.wait()
-                    nursery.cancel_scope.cancel()  # a worker may still hold the pipe
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
-            await process.stdout.aclose()
+            await stop_talas_run(process)
     rss_kb = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmRSS:"))
     return IdleNode(
         rss_mb=rss_kb / 1024,
         aiortc_loaded="/aiortc/" in maps or "pylibsrtp" in maps,
         av_loaded="/av/" in maps or "av.libs" in maps,
     )
+
+
+async def start_talas_run(data: str, *options: str) -> tuple[trio.Process, str]:
+    """``talas run --data DATA --http 127.0.0.1:0 OPTIONS`` from this source tree.
+
+    Returns the process once it printed its web UI line, and what it printed;
+    stop it with :func:`stop_talas_run`.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
+    argv = [sys.executable, "-m", "node.cli", "--data", data, "run", "--http", "127.0.0.1:0",
+            *options]  # fmt: skip
+    process = await trio.lowlevel.open_process(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=SOURCE_ROOT,
+    )
+    assert process.stdout is not None
+    output = b""
+    try:
+        with trio.fail_after(60):
+            while b"web UI" not in output or not output.endswith(b"\n"):
+                chunk = await process.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"talas run exited early: {output.decode()!r}")
+                output += chunk
+    except BaseException:
+        await stop_talas_run(process)
+        raise
+    return process, output.decode()
+
+
+async def stop_talas_run(process: trio.Process) -> None:
+    """SIGINT, then wait (reading its output so it cannot block), then kill after 15 s."""
+    process.send_signal(signal.SIGINT)
+    assert process.stdout is not None
+    with trio.move_on_after(15):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_drain, process.stdout)
+            await process.wait()
+            nursery.cancel_scope.cancel()  # a worker may still hold the pipe
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+    await process.stdout.aclose()
 
 
 async def _drain(stream: trio.abc.ReceiveStream) -> None:

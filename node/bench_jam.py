@@ -36,9 +36,6 @@ The last line is JSON.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -50,7 +47,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from node.bench_audio import SOURCE_ROOT, percentile
+from node.bench_audio import percentile, start_talas_run, stop_talas_run
 from node.live.participant import Participant, jam_participant
 
 SETTLE_S = 2.0
@@ -111,47 +108,13 @@ def opus_encode_seconds_per_frame(frames: int = 500) -> float:
 
 
 async def _start_host(tmp: str) -> tuple[trio.Process, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TALAS_")}
-    argv = [sys.executable, "-m", "node.cli", "--data", tmp, "run", "--http", "127.0.0.1:0",
-            "--p2p", "127.0.0.1:0", "--no-discovery", "--ice-address", "127.0.0.1"]  # fmt: skip
-    process = await trio.lowlevel.open_process(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=SOURCE_ROOT,
+    process, output = await start_talas_run(
+        tmp, "--p2p", "127.0.0.1:0", "--no-discovery", "--ice-address", "127.0.0.1"
     )
-    assert process.stdout is not None
-    output = b""
-    with trio.fail_after(60):
-        while b"web UI" not in output or not output.endswith(b"\n"):
-            chunk = await process.stdout.receive_some(4096)
-            if not chunk:
-                raise RuntimeError(f"talas run exited early: {output.decode()!r}")
-            output += chunk
-    line = next(x for x in output.decode().splitlines() if "web UI" in x)
+    line = next(x for x in output.splitlines() if "web UI" in x)
     url = line.split()[-1].rstrip("/")
     token = (Path(tmp) / "api-token").read_text().strip()
     return process, url, token
-
-
-async def _stop(process: trio.Process) -> None:
-    process.send_signal(signal.SIGINT)
-    with trio.move_on_after(15):
-        async with trio.open_nursery() as nursery:
-            assert process.stdout is not None
-            nursery.start_soon(_drain, process.stdout)
-            await process.wait()
-            nursery.cancel_scope.cancel()
-    if process.returncode is None:
-        process.kill()
-        await process.wait()
-
-
-async def _drain(stream: trio.abc.ReceiveStream) -> None:
-    while await stream.receive_some(4096):
-        pass
 
 
 async def _round(url: str, token: str, pid: int, count: int, seconds: float) -> Round:
@@ -236,7 +199,7 @@ async def _bench(
                     f" ({(result.host_cpu + extra) / result.host_cpu:.2f} x);"
                     f" participants' process {result.clients_cpu * 100:.0f} %")  # fmt: skip
         finally:
-            await _stop(process)
+            await stop_talas_run(process)
     last = rounds[-1]
     p50 = percentile(last.latencies_ms, 0.5)
     verdict = "ok" if p50 <= GOAL_P50_MS else "OVER"

@@ -21,7 +21,7 @@ import trio
 
 from node.live.participant import Participant, goertzel_ratio, jam_participant
 from tests.audio_files import wav_bytes
-from tests.test_live_chat import flip_fingerprint, live, loopback_ice, owner, peer, wait_until
+from tests.test_live_chat import flip_and_note, live, loopback_ice, owner, peer, wait_until
 from tests.webapp import WebNode, raw_exchange, web_node
 
 __all__ = ["loopback_ice"]
@@ -192,14 +192,7 @@ async def test_a_tampered_jam_offer_is_refused_and_carries_no_audio(tmp_path: Pa
         jam = (await create_jam(ca))["id"]
         live(b).channels.ring_timeout = 0.5
         tampered: list[bytes] = []
-
-        def in_transit(wire: bytes) -> bytes:
-            changed = flip_fingerprint(wire)
-            if changed != wire:
-                tampered.append(changed)
-            return changed
-
-        live(b).channels.wire_hook = in_transit
+        live(b).channels.wire_hook = partial(flip_and_note, tampered)
         await join_by_code(cb, a, jam)
         await wait_until(lambda: len(tampered) >= 2, 15)  # B retries; every offer is refused
         federation = a.node.federation

@@ -361,6 +361,14 @@ def flip_fingerprint(wire: bytes) -> bytes:
     return wire[: found.start(1)] + swapped + wire[found.end(1) :]
 
 
+def flip_and_note(tampered: list[bytes], wire: bytes) -> bytes:
+    """A wire hook: flip a fingerprint digit in every offer/answer, noting what was sent."""
+    changed = flip_fingerprint(wire)
+    if changed != wire:
+        tampered.append(changed)
+    return changed
+
+
 async def test_a_tampered_signal_is_refused_and_makes_no_connection(tmp_path: Path) -> None:
     async with (
         web_node(tmp_path, "a", p2p=True) as a,
@@ -371,14 +379,7 @@ async def test_a_tampered_signal_is_refused_and_makes_no_connection(tmp_path: Pa
         await peer(a, b)
         live(a).channels.ring_timeout = 0.5
         tampered: list[bytes] = []
-
-        def in_transit(wire: bytes) -> bytes:
-            changed = flip_fingerprint(wire)
-            if changed != wire:
-                tampered.append(changed)
-            return changed
-
-        live(a).channels.wire_hook = in_transit
+        live(a).channels.wire_hook = partial(flip_and_note, tampered)
         await ca.post("/api/v1/chat/rooms", json={"room": ROOM, "peers": [node_id(b)]})
         await say(ca, "sent over a tampered offer")
         await wait_until(lambda: live(a).channels.stats.failed >= 1, seconds=10)

@@ -117,12 +117,20 @@ def create_app(
     limiter = RateLimiter(rate=rate, burst=2 * rate if burst is None else burst)
     loopback_only = _is_loopback(bind_host)
 
-    @app.before_request
-    async def guard() -> Response | None:
-        host = (request.host or "").lower()
+    def turned_away(host: str | None, client: str | None) -> Response | None:
+        """The host-name check and the per-client rate limit, for requests and sockets alike."""
+        host = (host or "").lower()
         name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
         if loopback_only and name not in LOOPBACK_NAMES:
             return _error(421, "bad_host", "this node only answers to loopback host names")
+        client = client or "unknown"
+        if not limiter.allow(client, clock()):
+            wait = max(1, int(limiter.retry_after(client) + 0.999))
+            return _error(429, "rate_limited", "too many requests", **{"Retry-After": str(wait)})
+        return None
+
+    @app.before_request
+    async def guard() -> Response | None:
         if request.endpoint != UPLOAD_ENDPOINT:
             if (request.content_length or 0) > MAX_BODY:
                 # Unread bytes would follow on this connection: close it after answering.
@@ -130,22 +138,11 @@ def create_app(
                     413, "too_large", "request bodies are at most 1 MiB here", Connection="close"
                 )
             request.body._max_content_length = MAX_BODY  # also caps chunked bodies
-        client = request.remote_addr or "unknown"
-        if not limiter.allow(client, clock()):
-            wait = max(1, int(limiter.retry_after(client) + 0.999))
-            return _error(429, "rate_limited", "too many requests", **{"Retry-After": str(wait)})
-        return None
+        return turned_away(request.host, request.remote_addr)
 
     @app.before_websocket
     async def guard_socket() -> Response | None:
-        host = (websocket.host or "").lower()
-        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
-        if loopback_only and name not in LOOPBACK_NAMES:
-            return _error(421, "bad_host", "this node only answers to loopback host names")
-        client = websocket.remote_addr or "unknown"
-        if not limiter.allow(client, clock()):
-            return _error(429, "rate_limited", "too many requests")
-        return None
+        return turned_away(websocket.host, websocket.remote_addr)
 
     @app.after_request
     async def secure(response: Response) -> Response:

@@ -29,7 +29,7 @@ from node.blobs import BlobStore
 from node.daemon import Node, now_ms
 from node.errors import BlobError
 from node.roles import Permission
-from node.tracks import MAX_TRACK_BYTES, BadMedia, probe_audio, sanitise_filename
+from node.tracks import MAX_TRACK_BYTES, AudioInfo, BadMedia, probe_audio, sanitise_filename
 from protocol.event import Event, is_hex32
 from webui.auth import Auth, api_error, current, no_content
 from webui.content_api import Items, publish, viewer
@@ -153,15 +153,7 @@ def register_tracks_api(
                 store_upload, node, stored.hash, filename, info.mime, principal.user.name, now_ms()
             )
         )
-        body = {
-            "title": title,
-            "blob": stored.hash,
-            "size": stored.size,
-            "mime": info.mime,
-            "duration_ms": info.duration_ms,
-            "sample_rate": info.sample_rate,
-            "channels": info.channels,
-        }
+        body = track_body(title, stored.hash, stored.size, info)
         return await publish(node, items, "track", body, collective=False)
 
     upload_track.streams_body = True  # type: ignore[attr-defined]
@@ -282,6 +274,19 @@ def release_blob(node: Node, blob: str) -> None:
             conn.execute("DELETE FROM uploads WHERE blob = ?", (blob,))
 
 
+def track_body(title: str, blob: str, size: int, info: AudioInfo) -> dict[str, Any]:
+    """The body of a ``track`` event for stored audio PyAV described as ``info``."""
+    return {
+        "title": title,
+        "blob": blob,
+        "size": size,
+        "mime": info.mime,
+        "duration_ms": info.duration_ms,
+        "sample_rate": info.sample_rate,
+        "channels": info.channels,
+    }
+
+
 async def publish_audio_file(
     node: Node, items: Items, path: Path, title: str, filename: str
 ) -> dict[str, Any]:
@@ -298,15 +303,7 @@ async def publish_audio_file(
     await trio.to_thread.run_sync(
         partial(store_upload, node, stored.hash, filename, info.mime, user, now_ms())
     )
-    body = {
-        "title": title[:300],
-        "blob": stored.hash,
-        "size": stored.size,
-        "mime": info.mime,
-        "duration_ms": info.duration_ms,
-        "sample_rate": info.sample_rate,
-        "channels": info.channels,
-    }
+    body = track_body(title[:300], stored.hash, stored.size, info)
     response = await publish(node, items, "track", body, collective=False)
     item = await response.get_json()
     if response.status_code != 201 or not isinstance(item, dict):
