@@ -82,6 +82,13 @@ async def test_three_nodes_jam_and_one_leaving_does_not_break_the_others(tmp_pat
         assert (await cb.get(f"/api/v1/jams/{jam}")).json()["title"] == "Across town"
         async with joined(a, jam, FREQS[0]) as pa, joined(b, jam, FREQS[1]) as pb:
             await wait_until(lambda: pa.hears(FREQS[1]) and pb.hears(FREQS[0]), 20)
+            # Whoever records, every participant is told: B records, A's page shows it.
+            await cb.post(f"/api/v1/jams/{jam}/recording", json={"on": True})
+            await wait_until(lambda: pa.roster["jam"]["recording"] is True, 10)
+            assert pb.roster["jam"]["recording"] is True
+            assert (await ca.get(f"/api/v1/jams/{jam}")).json()["recording"] is True
+            await cb.post(f"/api/v1/jams/{jam}/recording", json={"on": False})
+            await wait_until(lambda: pa.roster["jam"]["recording"] is False, 10)
             async with web_node(tmp_path, "c", p2p=True) as c, owner(c) as cc:
                 await peer(c, a)
                 await join_by_code(cc, a, jam)

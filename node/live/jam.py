@@ -234,6 +234,7 @@ class JamService:
         return {
             "t": "roster",
             "title": jam.title,
+            "recording": jam.recorded(but=link.id),
             "participants": [
                 {**jam.participants[pid].public(), "slot": slot} for pid, slot in slot_of.items()
             ],
@@ -250,6 +251,7 @@ class JamService:
         if kind != "roster":
             return  # unknown control messages are ignored (forward compatibility)
         entries = parse_roster(message, len(link.ins))
+        link.recording = message.get("recording") is True
         title = message.get("title")
         if link.id == jam.host and isinstance(title, str):
             with suppress(ValueError):

@@ -83,6 +83,8 @@ class Link:
     slot_map: list[str | None] = field(default_factory=list)
     scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     last_roster: dict[str, Any] | None = None
+    recording: bool = False
+    """A node link's peer said some node on its side records (its last roster)."""
     pc: Any = None
     """A browser link's RTCPeerConnection (asyncio side; node links' belong to their call)."""
 
@@ -109,6 +111,12 @@ class Jam:
     ended: trio.Event = field(default_factory=trio.Event)
     end_reason: str = ""
 
+    def recorded(self, but: str | None = None) -> bool:
+        """Whether this node, or a node beyond any link but ``but``, records the jam."""
+        return self.recording is not None or any(
+            link.recording for link in self.links.values() if link.id != but
+        )
+
     def public(self, me: str) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -117,7 +125,7 @@ class Jam:
             "hosted_here": self.host == me,
             "connected": self.connected,
             "created_ms": self.created_ms,
-            "recording": self.recording is not None,
+            "recording": self.recorded(),
             "participants": [p.public() for p in self.participants.values()],
         }
 
