@@ -355,9 +355,23 @@ def test_a_browser_on_b_hears_a_browser_on_a_through_a_jam_joined_by_code(
     expect(ada_on_b).to_have_attribute("data-muted", "false")
     level_at_least(page_b, "ada", 0.5)
 
+    # The jam's chat crosses nodes with the audio; a line is text, never markup.
+    page_a.fill("#jam-chat-text", "count in <b>4</b>")
+    page_a.click("#jam-chat-send")
+    line_on_b = page_b.locator("#jam-chat li.jam-chat-line")
+    expect(line_on_b).to_have_count(1)
+    expect(line_on_b.locator(".jam-chat-name")).to_have_text("ada")
+    expect(line_on_b.locator(".jam-chat-text")).to_have_text("count in <b>4</b>")
+    page_b.fill("#jam-chat-text", "ready")
+    page_b.press("#jam-chat-text", "Enter")
+    expect(page_a.locator("#jam-chat li.jam-chat-line .jam-chat-text")).to_have_text(
+        ["count in <b>4</b>", "ready"]
+    )
+
     # A records a moment; stopping publishes one library track per participant heard.
     page_a.click("#jam-record")
     expect(page_a.locator("#jam-recording")).to_be_visible()
+    expect(page_b.locator("#jam-recording")).to_be_visible()  # B's page is told A records
     level_at_least(page_a, "bob", 0.5)  # bob was heard while recording
     page_a.click("#jam-record")
     expect(page_a.locator("#jam-recording")).to_be_hidden()

@@ -60,6 +60,16 @@ async def test_two_browsers_on_one_node_hear_each_other(tmp_path: Path) -> None:
         await wait_until(lambda: not live(a).jams.get(jam["id"]).participants, 10)
 
 
+def chat_texts(participant: Participant) -> list[str]:
+    """The jam chat lines a participant was sent, in order."""
+    return [
+        line["text"]
+        for message in participant.messages
+        if message["t"] == "jam-chat"
+        for line in message["lines"]
+    ]
+
+
 async def join_by_code(client: httpx.AsyncClient, host: WebNode, jam: str) -> dict[str, Any]:
     response = await client.post("/api/v1/jams", json={"code": f"{host.node.node_id}/{jam}"})
     assert response.status_code == 201, response.text
@@ -102,6 +112,14 @@ async def test_three_nodes_jam_and_one_leaving_does_not_break_the_others(tmp_pat
                     assert not any(p.hears(p.freq) for p in (pa, pb, pc))
                     names = {e["name"] for e in pb.roster["participants"]}
                     assert names == {"a", "b", "c"}
+                    # The jam's chat: a line from C reaches A and B (B through the host).
+                    await pc.send({"t": "jam-chat", "jam": jam, "text": "key of E <b>"})
+                    await wait_until(lambda: chat_texts(pa) == chat_texts(pb) == ["key of E <b>"])
+                    await pb.send({"t": "jam-chat", "jam": jam, "text": "ok"})
+                    await wait_until(lambda: chat_texts(pc) == ["key of E <b>", "ok"])
+                    await pb.send({"t": "jam-chat", "jam": jam, "text": " "})
+                    await wait_until(lambda: pb.messages[-1]["t"] == "error")
+                    assert chat_texts(pa) == ["key of E <b>", "ok"]
                 # c's participant left; then node c stops altogether.
             await wait_until(lambda: len(live(a).jams.get(jam).participants) == 2, 20)
             await wait_until(lambda: len(live(b).jams.get(jam).participants) == 2, 10)

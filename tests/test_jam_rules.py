@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from node.live.opus import SILENCE, BadOpusPacket, packet_samples
-from node.live.roster import BadRoster, assign_slots, check_title, parse_roster
+from node.live.roster import BadRoster, assign_slots, check_title, parse_chat, parse_roster
 from protocol.signalling import SignalKind, call_purpose, check_sdp, with_call_purpose
 
 SDP = (
@@ -154,3 +154,34 @@ def test_jam_titles() -> None:
     for bad in ("", " ", "x" * 121, "a\nb", 3):
         with pytest.raises(ValueError):
             check_title(bad)
+
+
+def line(**changes: Any) -> dict[str, Any]:
+    base = {"id": JAM, "name": "Ada", "node": TRACK, "sent_ms": 1, "text": "in E"}
+    return {"line": {**base, **changes}}
+
+
+def test_a_chat_line_parses_to_exactly_its_fields() -> None:
+    extra = line()
+    extra["line"]["html"] = "<b>"
+    assert parse_chat(extra) == line()["line"]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {},
+        {"line": "x"},
+        line(id="x"),
+        line(name=""),
+        line(node="zz"),
+        line(sent_ms=-1),
+        line(sent_ms=1.5),
+        line(text=" "),
+        line(text="x" * 1001),
+        line(text=3),
+    ],
+)
+def test_a_bad_chat_line_is_refused(message: dict[str, Any]) -> None:
+    with pytest.raises(BadRoster):
+        parse_chat(message)

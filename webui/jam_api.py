@@ -10,11 +10,12 @@ The WebSocket ``/api/v1/live/ws`` is how a browser takes part
 (``specs/live.md`` §10.5).  The upgrade is authenticated like the API (the
 session cookie with an ``Origin`` equal to this node's, or a bearer token)
 and needs ``post``; it is refused before it is accepted otherwise.  Frames
-are JSON text: the browser sends ``jam-join`` (its offer), ``jam-mute`` and
-``jam-leave``; the node sends ``jam-answer``, ``jam-roster`` (who is on
-which of the browser's receive slots), ``jam-left``, ``jam-ended`` and
-``error``.  Closing the socket leaves every jam it joined; the node closes
-it when the session ends (sign-out, expiry, the user removed).
+are JSON text: the browser sends ``jam-join`` (its offer), ``jam-mute``,
+``jam-chat`` and ``jam-leave``; the node sends ``jam-answer``, ``jam-roster``
+(who is on which of the browser's receive slots), ``jam-chat`` (the jam's
+chat lines), ``jam-left``, ``jam-ended`` and ``error``.  Closing the socket
+leaves every jam it joined; the node closes it when the session ends
+(sign-out, expiry, the user removed).
 """
 
 from __future__ import annotations
@@ -294,6 +295,10 @@ def register_jam_api(app: QuartTrio, node: Node, auth: Auth, items: Items) -> No
             if type(muted) is not bool or jam_id not in joined:
                 raise ValueError("jam-mute needs a jam you joined and muted true or false")
             manager.jams.set_muted(jam_id, joined[jam_id], muted)
+        elif kind == "jam-chat":
+            if jam_id not in joined:
+                raise ValueError("chat in a jam you joined")
+            manager.jams.say(jam_id, joined[jam_id], str(frame.get("text", "")), now_ms())
         elif kind == "jam-leave":
             if jam_id in joined:
                 manager.jams.leave(jam_id, joined.pop(jam_id))

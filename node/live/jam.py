@@ -69,7 +69,9 @@ from node.live.roster import (
     Recorded,
     Recording,
     assign_slots,
+    check_chat_text,
     check_title,
+    parse_chat,
     parse_roster,
 )
 from node.rtc_bridge import RtcLoop, RtcLoopClosed
@@ -248,6 +250,9 @@ class JamService:
             jam.ended.set()
             link.scope.cancel()
             return
+        if kind == "chat":
+            self._chat(jam, parse_chat(message), source=link.id)
+            return
         if kind != "roster":
             return  # unknown control messages are ignored (forward compatibility)
         entries = parse_roster(message, len(link.ins))
@@ -310,6 +315,8 @@ class JamService:
             raise
         jam.links[pid] = link
         self._refresh(jam)
+        if jam.chat:
+            notify({"t": "jam-chat", "jam": jam.id, "lines": list(jam.chat)})
         return pid, answer
 
     def leave(self, jam_id: str, participant: str) -> None:
@@ -327,6 +334,38 @@ class JamService:
             raise NoSuchJam("not a participant of yours")
         found.muted = muted
         self._refresh(jam)
+
+    def say(self, jam_id: str, participant: str, text: str, now_ms: int) -> dict[str, Any]:
+        """A local participant's chat line, sent to everyone in the jam."""
+        jam = self.get(jam_id)
+        found = jam.participants.get(participant)
+        if found is None or found.link != participant:
+            raise NoSuchJam("not a participant of yours")
+        line = {
+            "id": secrets.token_hex(16),
+            "name": found.name,
+            "node": self.me,
+            "sent_ms": now_ms,
+            "text": check_chat_text(text),
+        }
+        self._chat(jam, line, source=None)
+        return line
+
+    def _chat(self, jam: Jam, line: dict[str, Any], *, source: str | None) -> None:
+        """Keep ``line`` once and pass it on over every link but the one it came from."""
+        if line["id"] in jam.chat_ids:
+            return  # already seen (a star never loops; this guards a confused peer)
+        if len(jam.chat) == jam.chat.maxlen:
+            jam.chat_ids.discard(jam.chat[0]["id"])
+        jam.chat.append(line)
+        jam.chat_ids.add(line["id"])
+        for link in list(jam.links.values()):
+            if link.id == source or link.kind == "stream":
+                continue
+            if link.kind == "browser":
+                link.notify({"t": "jam-chat", "jam": jam.id, "lines": [line]})
+            else:
+                link.notify({"t": "chat", "line": line})
 
     def _browser_gone(self, jam_id: str, participant: str, reason: str) -> None:  # trio thread
         jam = self.jams.get(jam_id)

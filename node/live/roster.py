@@ -10,6 +10,7 @@ connections) are only referenced here, never touched.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ MAX_PARTICIPANTS = SLOTS
 MAX_JAMS = 16
 MAX_TITLE = 120
 MAX_NAME = 80
+MAX_CHAT_TEXT = 1000
+CHAT_KEPT = 200
+"""Chat lines a jam keeps (in memory: a jam's chat lasts as long as the jam)."""
 HEX16 = re.compile(r"[0-9a-f]{32}")
 HEX32 = re.compile(r"[0-9a-f]{64}")
 
@@ -110,6 +114,8 @@ class Jam:
     """For a member: whether its call to the host is up."""
     ended: trio.Event = field(default_factory=trio.Event)
     end_reason: str = ""
+    chat: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=CHAT_KEPT))
+    chat_ids: set[str] = field(default_factory=set)
 
     def recorded(self, but: str | None = None) -> bool:
         """Whether this node, or a node beyond any link but ``but``, records the jam."""
@@ -194,3 +200,31 @@ def check_title(title: object) -> str:
     if any(ord(c) < 0x20 for c in title):
         raise ValueError("a jam title has no control characters")
     return title.strip()
+
+
+def check_chat_text(text: object) -> str:
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_CHAT_TEXT:
+        raise ValueError(f"a chat line is 1 to {MAX_CHAT_TEXT} characters, not blank")
+    return text
+
+
+def parse_chat(message: dict[str, Any]) -> dict[str, Any]:
+    """A peer's jam chat line, checked (``specs/live.md`` §14.3), or BadRoster."""
+    line = message.get("line")
+    if not isinstance(line, dict):
+        raise BadRoster("a chat message carries a line object")
+    line_id, name, node = line.get("id"), line.get("name"), line.get("node")
+    sent, text = line.get("sent_ms"), line.get("text")
+    if not (isinstance(line_id, str) and HEX16.fullmatch(line_id)):
+        raise BadRoster("a chat line id is 32 lowercase hex digits")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME:
+        raise BadRoster(f"a chat line's name is 1 to {MAX_NAME} characters")
+    if not (isinstance(node, str) and HEX32.fullmatch(node)):
+        raise BadRoster("a chat line's node is a node id")
+    if type(sent) is not int or not 0 <= sent < 2**53:
+        raise BadRoster("sent_ms is an integer time")
+    try:
+        check_chat_text(text)
+    except ValueError as exc:
+        raise BadRoster(str(exc)) from None
+    return {"id": line_id, "name": name, "node": node, "sent_ms": sent, "text": text}

@@ -270,6 +270,9 @@ class LiveAudio {
         this.you = text(frame.you) || this.you;
         this.hooks.roster(frame);
         break;
+      case 'jam-chat':
+        this.hooks.chat(Array.isArray(frame.lines) ? frame.lines : []);
+        break;
       case 'jam-left':
         if (!this.closed) this.hooks.left(text(frame.reason));
         break;
@@ -396,13 +399,43 @@ async function renderJam(view, jamId, signal) {
   const controls = h('div', { class: 'actions jam-controls' },
     joinAudio, mute, leaveAudio, can('upload') ? record : null, end);
 
+  // The jam's chat: lines travel with the audio (the live socket), so it is open while joined.
+  const chatList = h('ol', { id: 'jam-chat', class: 'jam-chat', 'aria-label': 'Jam chat', 'aria-live': 'polite' });
+  const chatText = h('input', {
+    id: 'jam-chat-text', maxlength: '1000', autocomplete: 'off', placeholder: 'Say something to the jam',
+  });
+  const chatSend = h('button', { id: 'jam-chat-send', type: 'submit' }, 'Send');
+  const chatForm = h('form', { id: 'jam-chat-form', class: 'inline', novalidate: true }, chatText, chatSend);
+  const chatBox = h('div', { class: 'jam-chat-box', hidden: true },
+    h('h3', {}, 'Chat'), chatList, chatForm);
+  const chatSeen = new Set();
+  const addChat = (lines) => {
+    for (const line of lines) {
+      const id = text(line?.id);
+      if (!id || chatSeen.has(id)) continue;
+      chatSeen.add(id);
+      chatList.append(h('li', { class: 'jam-chat-line', dataset: { id } },
+        h('span', { class: 'jam-chat-name' }, text(line?.name) || 'someone'),
+        h('span', { class: 'jam-chat-text' }, text(line?.text))));
+    }
+    while (chatList.children.length > 200) chatList.firstChild.remove();
+    chatList.scrollTop = chatList.scrollHeight;
+  };
+  chatForm.addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const said = chatText.value;
+    if (!live || !said.trim()) return;
+    live.send({ t: 'jam-chat', jam: jamId, text: said });
+    chatText.value = '';
+  });
+
   const panel = h('section', { class: 'card jam-view' },
     h('a', { class: 'back', href: '#/jam' }, '← All jams'),
     heading,
     h('p', { class: 'meta' }, host, h('span', { class: 'sep' }, '·'), state, recordingBadge),
     codeRow, error, status,
     can('post') ? [controls, h('p', { class: 'hint' }, 'Use headphones: your microphone hears your speakers.')] : null,
-    h('h3', {}, 'Participants'), list, empty, recordedBox, audioBox);
+    h('h3', {}, 'Participants'), list, empty, chatBox, recordedBox, audioBox);
   view.append(panel);
 
   let jam = null;
@@ -436,6 +469,7 @@ async function renderJam(view, jamId, signal) {
 
   const showButtons = () => {
     const joined = Boolean(live);
+    chatBox.hidden = !joined;
     joinAudio.hidden = joined || over;
     leaveAudio.hidden = !joined;
     mute.hidden = !joined;
@@ -534,6 +568,7 @@ async function renderJam(view, jamId, signal) {
         status.textContent = `You left the audio${reason ? ` (${reason})` : ''}.`;
         refresh();
       },
+      chat(lines) { if (live === session) addChat(lines); },
       ended(reason) { if (live === session) finished(reason); },
       error(message) { if (live === session) showError(error, message); },
       lost(message) {
