@@ -182,12 +182,22 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_6(db: sqlite_utils.Database) -> None:
+    """Chat messages carry their author's signature (``protocol/chat_line.py``).
+
+    Messages stored before this migration keep an empty ``sig``: they were
+    accepted unsigned, and are never sent on (a peer refuses them).
+    """
+    db.execute("ALTER TABLE chat_messages ADD COLUMN sig TEXT NOT NULL DEFAULT ''")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 """Schema migrations in order; ``PRAGMA user_version`` counts those applied."""
 

@@ -28,6 +28,7 @@ from node.roles import Permission
 from node.timeline import parse_limit
 from protocol.event import is_hex32
 from webui.auth import NODE_USER, Auth, api_error, current, json_body
+from webui.content_api import signing_key
 
 POSTS_PER_S = 1.0
 """Messages each user may post per second, sustained."""
@@ -125,7 +126,8 @@ def register_chat_api(app: QuartTrio, node: Node, auth: Auth) -> None:
                 429, "rate_limited", "too many chat messages", **{"Retry-After": str(wait)}
             )
         name = node.name if user.name == NODE_USER else user.name
-        message = await manager.chat.post(room, user.author, name, text)
+        key = await trio.to_thread.run_sync(signing_key, node, False)
+        message = await manager.chat.post(room, key, name, text)
         response = jsonify(message_json(message))
         response.status_code = 201
         return response

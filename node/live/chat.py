@@ -30,6 +30,12 @@ outbox: a message posted while a channel is down is fetched by the peer's
 ``want`` when the channel comes back, exactly once (``oseq``, ``id``), in
 order.
 
+Every message is signed by its author's key (``protocol/chat_line.py``: the
+room, origin, ``oseq``, id, author, name, time, clock and text), and a node
+stores a peer's message only if the signature verifies, so no node can put
+words in the mouth of an author whose key it does not hold, alter a message,
+or pass another node's message off as its own.
+
 Frames are JSON text on the data channel, parsed under the strict rules
 (``protocol.canonical.parse_strict``) and checked field by field
 (:func:`parse_frame`: sans-IO, raises :class:`BadChatFrame`).
@@ -44,7 +50,7 @@ import logging
 import re
 import secrets
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any, Protocol
 
@@ -54,8 +60,10 @@ from node.errors import RemoteError
 from node.ratelimit import RateLimiter
 from node.store import Store
 from protocol.canonical import MAX_SAFE_INTEGER, parse_strict
-from protocol.errors import InvalidJSON
+from protocol.chat_line import sign_line, verify_line
+from protocol.errors import BadSignature, InvalidJSON
 from protocol.event import is_hex32
+from protocol.keys import SigningKey
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +111,29 @@ class ChatMessage:
     sent_ms: int
     lamport: int
     text: str
+    sig: str = ""
+    """The author's signature (``protocol/chat_line.py``); empty only for pre-signature rows."""
+
+    def signed_fields(self) -> dict[str, Any]:
+        return {
+            "room": self.room, "origin": self.origin, "oseq": self.oseq, "id": self.id,
+            "author": self.author, "author_name": self.author_name, "sent_ms": self.sent_ms,
+            "lamport": self.lamport, "text": self.text,
+        }  # fmt: skip
 
     def wire(self) -> dict[str, Any]:
         return {
             "id": self.id, "oseq": self.oseq, "author": self.author,
             "author_name": self.author_name, "sent_ms": self.sent_ms, "lamport": self.lamport,
-            "text": self.text,
+            "text": self.text, "sig": self.sig,
         }  # fmt: skip
 
     def as_json(self) -> dict[str, Any]:
         """The API's view: the wire fields, the room, the origin node and a history cursor."""
+        wire = self.wire()
+        del wire["sig"]  # checked on arrival; not the API's business
         return {
-            **self.wire(),
+            **wire,
             "room": self.room,
             "origin": self.origin,
             "cursor": HistoryCursor(self.lamport, self.author, self.id).encode(),
@@ -238,7 +257,7 @@ def check_wire_message(room: str, origin: str, obj: Any) -> ChatMessage:
     except ValueError as exc:
         raise BadChatFrame(str(exc)) from None
     assert isinstance(author, str)
-    return ChatMessage(
+    message = ChatMessage(
         room=room,
         origin=origin,
         oseq=_int(obj.get("oseq"), "oseq", 1),
@@ -248,7 +267,13 @@ def check_wire_message(room: str, origin: str, obj: Any) -> ChatMessage:
         sent_ms=_int(obj.get("sent_ms"), "sent_ms", 0),
         lamport=_int(obj.get("lamport"), "lamport", 1),
         text=text,
+        sig=str(obj.get("sig")),
     )
+    try:
+        verify_line(message.signed_fields(), obj.get("sig"))
+    except BadSignature as exc:
+        raise BadChatFrame(f"message {message_id}: {exc}") from None
+    return message
 
 
 def parse_frame(text: str) -> Frame:
@@ -291,10 +316,10 @@ def parse_frame(text: str) -> Frame:
 
 # -- the store (blocking: call from a worker thread) ----------------------------------
 
-_COLUMNS = "room, origin, oseq, id, author, author_name, sent_ms, lamport, text"
+_COLUMNS = "room, origin, oseq, id, author, author_name, sent_ms, lamport, text, sig"
 _INSERT = (
     f"INSERT INTO chat_messages ({_COLUMNS}, received) "  # noqa: S608 - constant columns
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -304,10 +329,10 @@ def _int_of(value: object) -> int:
 
 
 def _message(row: tuple[object, ...]) -> ChatMessage:
-    room, origin, oseq, message_id, author, name, sent, lamport, text = row
+    room, origin, oseq, message_id, author, name, sent, lamport, text, sig = row
     return ChatMessage(
         str(room), str(origin), _int_of(oseq), str(message_id), str(author), str(name),
-        _int_of(sent), _int_of(lamport), str(text),
+        _int_of(sent), _int_of(lamport), str(text), str(sig),
     )  # fmt: skip
 
 
@@ -332,9 +357,15 @@ def save_room(store: Store, room: str, members: Iterable[str], now_ms: int) -> N
 
 
 def append_own(
-    store: Store, room: str, origin: str, author: str, author_name: str, text: str, now_ms: int
+    store: Store,
+    room: str,
+    origin: str,
+    key: SigningKey,
+    author_name: str,
+    text: str,
+    now_ms: int,
 ) -> ChatMessage:
-    """Store a message posted here: the next ``oseq`` of this node, the room's clock + 1."""
+    """Store a message posted here, signed by ``key``: the next ``oseq``, the room's clock + 1."""
     with store.transaction() as conn:
         (oseq,) = conn.execute(
             "SELECT coalesce(max(oseq), 0) + 1 FROM chat_messages WHERE room = ? AND origin = ?",
@@ -344,14 +375,18 @@ def append_own(
             "SELECT coalesce(max(lamport), 0) + 1 FROM chat_messages WHERE room = ?", (room,)
         ).fetchone()
         message = ChatMessage(
-            room, origin, oseq, secrets.token_hex(16), author, author_name, now_ms, lamport, text
+            room, origin, oseq, secrets.token_hex(16), key.id, author_name, now_ms, lamport, text
         )
+        message = replace(message, sig=sign_line(key, message.signed_fields()))
         conn.execute(_INSERT, (*_message_row(message), now_ms))
     return message
 
 
 def _message_row(m: ChatMessage) -> tuple[object, ...]:
-    return (m.room, m.origin, m.oseq, m.id, m.author, m.author_name, m.sent_ms, m.lamport, m.text)
+    return (
+        m.room, m.origin, m.oseq, m.id, m.author, m.author_name, m.sent_ms, m.lamport, m.text,
+        m.sig,
+    )  # fmt: skip
 
 
 @dataclass
@@ -590,14 +625,14 @@ class ChatService:
         self.channels.wake()
         return fresh
 
-    async def post(self, room: str, author: str, author_name: str, text: str) -> ChatMessage:
-        """Store a message posted here and send it to every member with an open channel."""
+    async def post(self, room: str, key: SigningKey, author_name: str, text: str) -> ChatMessage:
+        """Store a message signed by ``key`` and send it to every member with an open channel."""
         members = self.rooms.get(room)
         if members is None:
             raise KeyError(room)
         check_text(text)
         work = partial(
-            append_own, self.store, room, self.me, author, author_name[:MAX_NAME], text,
+            append_own, self.store, room, self.me, key, author_name[:MAX_NAME], text,
             self._now_ms(),
         )  # fmt: skip
         message = await trio.to_thread.run_sync(work)
