@@ -119,6 +119,9 @@ def test_nearby_page_without_discovery_and_its_timer_stops_on_leaving(
 
     page.click("#nav-feed")
     expect(page).to_have_url(re.compile(r"#/feed$"))
+    # The URL changes before the hashchange event runs the router, which stops the
+    # page's timer: wait for the feed to be drawn before moving the clock.
+    expect(page.locator("#nav-feed")).to_have_attribute("aria-current", "page")
     page.clock.run_for(10_000)  # left the page: its timer is gone
     page.wait_for_timeout(300)
     assert len(polls) == 2, polls

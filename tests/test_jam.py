@@ -19,6 +19,7 @@ import httpx
 import pytest
 import trio
 
+from node.live import media_call
 from node.live.participant import Participant, goertzel_ratio, jam_participant
 from tests.audio_files import wav_bytes
 from tests.test_live_chat import flip_and_note, live, loopback_ice, owner, peer, wait_until
@@ -319,3 +320,28 @@ async def test_a_browser_offering_no_opus_is_refused(tmp_path: Path) -> None:
             with pytest.raises(AssertionError, match="Opus"):
                 await p.join(jam)
         assert live(a).jams.get(jam).participants == {}
+
+
+async def test_a_member_gone_silent_is_hung_up_on_within_seconds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that vanishes without a bye must not linger in the jam until ICE gives up."""
+    monkeypatch.setattr(media_call, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(media_call, "SILENT_S", 1.0)
+    async with (
+        web_node(tmp_path, "a", p2p=True) as a,
+        web_node(tmp_path, "b", p2p=True) as b,
+        owner(a) as ca,
+        owner(b) as cb,
+    ):
+        await peer(b, a)
+        jam = (await create_jam(ca))["id"]
+        await join_by_code(cb, a, jam)
+        async with joined(b, jam, FREQS[1]):
+            await wait_until(lambda: len(live(a).jams.get(jam).participants) == 1, 30)
+            await trio.sleep(1.5)  # pings keep a healthy call up past SILENT_S
+            link = live(a).jams.get(jam).links[b.node.node_id]
+            assert len(live(a).jams.get(jam).participants) == 1
+            (call,) = live(b).calls._calls.values()
+            call.send = lambda message: None  # type: ignore[method-assign]  # B goes silent
+            await wait_until(partial(replaced, a, jam, b.node.node_id, link), 5)

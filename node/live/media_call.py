@@ -64,6 +64,9 @@ CONTROL_PER_S = 20.0
 """Control messages per second a peer may send, sustained (one per roster change); more: hang up."""
 CONTROL_BURST = 60
 MAX_CALLS_PER_PEER = 8
+HEARTBEAT_S = 2.0
+SILENT_S = 8.0
+"""A call whose peer sent nothing (not even a ping) for this long is hung up."""
 CLOSE_TIMEOUT = 5.0
 
 Setup = Callable[["RTCPeerConnection"], Awaitable[None]]
@@ -88,6 +91,8 @@ class MediaCall:
         self.reason = ""
         self._inbox_send, self.messages = trio.open_memory_channel[dict[str, Any]](CONTROL_QUEUE)
         self._rate = RateLimiter(rate=CONTROL_PER_S, burst=CONTROL_BURST)
+        self.heard_at = trio.current_time()
+        """When the peer last sent a control message (pings included)."""
 
     def close(self, reason: str) -> None:  # trio thread
         if not self.reason:
@@ -124,6 +129,9 @@ class MediaCall:
         if not isinstance(message, dict):
             self.close("control message is not a JSON object")
             return
+        self.heard_at = trio.current_time()
+        if message.get("t") == "ping":
+            return  # the heartbeat: proof of life, nothing for the owner
         try:
             self._inbox_send.send_nowait(message)
         except trio.WouldBlock:
@@ -241,11 +249,29 @@ async def open_media_call(
             return peer_certificate_fingerprint(call.pc)
 
         channels.check_fingerprint(await rtc.run(presented), call.call)
-        yield call
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_heartbeat, call)
+            yield call
+            nursery.cancel_scope.cancel()
     finally:
         calls._calls.pop((peer, session), None)
         call.close(call.reason or "closed here")
         await _close(channels, call)
+
+
+async def _heartbeat(call: MediaCall) -> None:
+    """Ping every HEARTBEAT_S; hang up on a peer silent for SILENT_S.
+
+    A peer that vanished without a ``bye`` (killed, unplugged) would otherwise
+    look connected until ICE consent gives up, about 30 s later, with its
+    participants frozen in everyone's roster.
+    """
+    call.heard_at = trio.current_time()
+    while not call.closed.is_set():
+        await trio.sleep(HEARTBEAT_S)
+        call.send({"t": "ping"})
+        if trio.current_time() - call.heard_at > SILENT_S:
+            call.close(f"the peer was silent for {SILENT_S:.0f} s")
 
 
 async def _negotiate(
