@@ -61,6 +61,21 @@ async def test_two_browsers_on_one_node_hear_each_other(tmp_path: Path) -> None:
         await wait_until(lambda: not live(a).jams.get(jam["id"]).participants, 10)
 
 
+@asynccontextmanager
+async def linked_pair(
+    tmp_path: Path, *, dialer: str
+) -> AsyncIterator[tuple[WebNode, WebNode, httpx.AsyncClient, httpx.AsyncClient]]:
+    """Nodes a and b with a peer link (``dialer`` dials), and an owner client on each."""
+    async with (
+        web_node(tmp_path, "a", p2p=True) as a,
+        web_node(tmp_path, "b", p2p=True) as b,
+        owner(a) as ca,
+        owner(b) as cb,
+    ):
+        await (peer(b, a) if dialer == "b" else peer(a, b))
+        yield a, b, ca, cb
+
+
 def chat_texts(participant: Participant) -> list[str]:
     """The jam chat lines a participant was sent, in order."""
     return [
@@ -79,13 +94,7 @@ async def join_by_code(client: httpx.AsyncClient, host: WebNode, jam: str) -> di
 
 
 async def test_three_nodes_jam_and_one_leaving_does_not_break_the_others(tmp_path: Path) -> None:
-    async with (
-        web_node(tmp_path, "a", p2p=True) as a,
-        web_node(tmp_path, "b", p2p=True) as b,
-        owner(a) as ca,
-        owner(b) as cb,
-    ):
-        await peer(b, a)
+    async with linked_pair(tmp_path, dialer="b") as (a, b, ca, cb):
         jam = (await create_jam(ca, "Across town"))["id"]
         mirror = await join_by_code(cb, a, jam)
         assert mirror["host"] == a.node.node_id and not mirror["hosted_here"]
@@ -145,13 +154,7 @@ async def upload_tone(client: httpx.AsyncClient, freq: float, seconds: float) ->
 
 
 async def test_a_peer_streams_a_library_track_into_a_jam(tmp_path: Path) -> None:
-    async with (
-        web_node(tmp_path, "a", p2p=True) as a,
-        web_node(tmp_path, "b", p2p=True) as b,
-        owner(a) as ca,
-        owner(b) as cb,
-    ):
-        await peer(a, b)
+    async with linked_pair(tmp_path, dialer="a") as (a, b, ca, cb):
         track = await upload_tone(cb, FREQS[3], 20.0)
         jam = (await create_jam(ca))["id"]
         async with joined(a, jam, FREQS[0]) as listener:
@@ -208,13 +211,7 @@ async def test_recording_publishes_one_track_per_participant(tmp_path: Path) -> 
 
 
 async def test_a_tampered_jam_offer_is_refused_and_carries_no_audio(tmp_path: Path) -> None:
-    async with (
-        web_node(tmp_path, "a", p2p=True) as a,
-        web_node(tmp_path, "b", p2p=True) as b,
-        owner(a) as ca,
-        owner(b) as cb,
-    ):
-        await peer(b, a)
+    async with linked_pair(tmp_path, dialer="b") as (a, b, ca, cb):
         jam = (await create_jam(ca))["id"]
         live(b).channels.ring_timeout = 0.5
         tampered: list[bytes] = []
@@ -284,13 +281,7 @@ def replaced(web: WebNode, jam: str, peer: str, link: object) -> bool:
 async def test_a_member_breaking_the_roster_rules_is_hung_up_on_and_may_come_back(
     tmp_path: Path,
 ) -> None:
-    async with (
-        web_node(tmp_path, "a", p2p=True) as a,
-        web_node(tmp_path, "b", p2p=True) as b,
-        owner(a) as ca,
-        owner(b) as cb,
-    ):
-        await peer(b, a)
+    async with linked_pair(tmp_path, dialer="b") as (a, b, ca, cb):
         jam = (await create_jam(ca))["id"]
         await join_by_code(cb, a, jam)
         async with joined(a, jam, FREQS[0]) as pa:
@@ -328,13 +319,7 @@ async def test_a_member_gone_silent_is_hung_up_on_within_seconds(
     """A node that vanishes without a bye must not linger in the jam until ICE gives up."""
     monkeypatch.setattr(media_call, "HEARTBEAT_S", 0.2)
     monkeypatch.setattr(media_call, "SILENT_S", 1.0)
-    async with (
-        web_node(tmp_path, "a", p2p=True) as a,
-        web_node(tmp_path, "b", p2p=True) as b,
-        owner(a) as ca,
-        owner(b) as cb,
-    ):
-        await peer(b, a)
+    async with linked_pair(tmp_path, dialer="b") as (a, b, ca, cb):
         jam = (await create_jam(ca))["id"]
         await join_by_code(cb, a, jam)
         async with joined(b, jam, FREQS[1]):
